@@ -1,0 +1,314 @@
+"""The operator's config file: Structs, loading, and every error with its path.
+
+msgspec stops at the first error, but an operator fixing a file wants them all, so
+``load`` converts field by field (``_collect``) and then checks what types cannot say
+(references between sections, time zones, CIDRs). The Structs are the same ones the
+engine uses at run time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import tomllib
+import zoneinfo
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta, Struct
+
+from . import money
+from .normalize import US_STATES
+
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=2048)]
+HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Ms = Annotated[int, Meta(ge=1, le=600_000)]
+Amount = Annotated[float, Meta(ge=0)]
+RuleValue = Union[str, int, float, bool, list[Union[str, int, float, bool]], None]
+
+DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConfigError(Exception):
+    """A config file that cannot run; ``errors`` holds ``(path, reason)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(f"{path}: {reason}" for path, reason in errors))
+
+
+class Base(Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Exchange(Base, kw_only=True):
+    auction_timeout_ms: Ms = 1000
+    post_timeout_ms: Ms = 10000
+    ping_ttl_s: Annotated[int, Meta(ge=1, le=86_400)] = 120
+    max_buyers_per_ping: Annotated[int, Meta(ge=1, le=10_000)] = 50
+    max_inflight: Annotated[int, Meta(ge=1)] = 10000
+    timezone: str = "UTC"
+    bench_after_timeouts: Annotated[int, Meta(ge=0)] = 5
+    bench_window_s: Annotated[int, Meta(ge=1)] = 60
+    bench_duration_s: Annotated[int, Meta(ge=1)] = 30
+    trusted_proxies: list[str] = []
+
+
+class Seller(Base, kw_only=True):
+    id: Id
+    api_keys: list[Annotated[str, Meta(min_length=8, max_length=256)]] = []
+    test_api_keys: list[Annotated[str, Meta(min_length=8, max_length=256)]] = []
+    allowed_ips: list[str] = []
+    revenue_share: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    min_bid: Amount = 0.0
+
+
+class Buyer(Base, kw_only=True):
+    id: Id
+    dedupe_days: Annotated[int, Meta(ge=0, le=3650)] = 0
+
+
+class Schedule(Base, kw_only=True):
+    days: list[Day] = msgspec.field(default_factory=lambda: list(DAYS))
+    start: HHMM = "00:00"
+    end: HHMM = "24:00"
+    timezone: str = "UTC"
+
+
+class Rule(Base, kw_only=True):
+    field: Annotated[str, Meta(min_length=1, max_length=64)]
+    op: Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "exists"]
+    value: RuleValue = None
+
+
+class Filters(Base, kw_only=True):
+    states: list[str] | None = None
+    exclude_states: list[str] | None = None
+    zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}$")]] | None = None
+    exclude_zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}$")]] | None = None
+    zip_prefixes: list[Annotated[str, Meta(pattern=r"^[0-9]{1,5}$")]] | None = None
+    sellers: list[str] | None = None
+    exclude_sellers: list[str] | None = None
+    sources: list[str] | None = None
+    exclude_sources: list[str] | None = None
+    min_quality: Annotated[int, Meta(ge=0, le=100)] | None = None
+    schedule: Schedule | None = None
+    rules: list[Rule] | None = None
+
+
+class Caps(Base, kw_only=True):
+    hourly: Annotated[int, Meta(ge=0)] = 0
+    daily: Annotated[int, Meta(ge=0)] = 0
+    daily_budget: Amount = 0.0
+
+
+class Campaign(Base, kw_only=True):
+    id: Id
+    buyer: Id
+    vertical: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
+    ping_url: Url | None = None
+    post_url: Url
+    fixed_price: Amount = 0.0
+    timeout_ms: Ms = 500
+    post_timeout_ms: Ms = 3000
+    headers: dict[str, str] = {}
+    priority: int = 0
+    active: bool = True
+    filters: Filters = msgspec.field(default_factory=Filters)
+    caps: Caps = msgspec.field(default_factory=Caps)
+
+
+class Config(Base, kw_only=True):
+    exchange: Exchange = msgspec.field(default_factory=Exchange)
+    sellers: list[Seller] = []
+    buyers: list[Buyer] = []
+    campaigns: list[Campaign] = []
+
+
+# Loading ---------------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Config:
+    """Read a TOML or JSON file (by extension) into a checked ``Config``."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([(str(path), exc.strerror or str(exc))]) from None
+    try:
+        if path.suffix.lower() == ".toml":
+            raw = tomllib.loads(raw_bytes.decode())
+        elif path.suffix.lower() == ".json":
+            raw = json.loads(raw_bytes)
+        else:
+            raise ConfigError([(str(path), "the file name must end in .toml or .json")])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError([(str(path), f"not valid {path.suffix[1:].upper()}: {exc}")]) from None
+    return from_dict(raw)
+
+
+def from_dict(raw: Any) -> Config:
+    """Check a decoded document and build the ``Config``; raises with every error found."""
+    errors: list[tuple[str, str]] = []
+    _collect(raw, Config, "", errors)
+    if errors:
+        raise ConfigError(errors)
+    config = msgspec.convert(raw, Config)
+    _check_semantics(config, errors)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _collect(value: Any, typ: Any, path: str, errors: list[tuple[str, str]]) -> None:
+    """Convert ``value`` to ``typ``; on failure descend into Structs and lists of Structs
+    so that every bad field is reported, not only the first."""
+    try:
+        msgspec.convert(value, typ)
+        return
+    except msgspec.ValidationError as exc:
+        first = exc
+    struct = _struct_of(typ)
+    if struct is not None and isinstance(value, dict):
+        fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+        for key in value:
+            if key not in fields:
+                errors.append((_join(path, key), "unknown field"))
+        for key, info in fields.items():
+            if key not in value:
+                if info.required:
+                    errors.append((_join(path, key), "required field is missing"))
+            else:
+                _collect(value[key], info.type, _join(path, key), errors)
+        return
+    item = _list_item_struct(typ)
+    if item is not None and isinstance(value, list):
+        for i, element in enumerate(value):
+            _collect(element, item, f"{path}[{i}]", errors)
+        return
+    message = str(first)
+    message, _, where = message.partition(" - at `$")
+    errors.append((path + where.rstrip("`"), message))
+
+
+def _struct_of(typ: Any) -> type[Struct] | None:
+    for candidate in (typ, *getattr(typ, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, Struct):
+            return candidate
+    return None
+
+
+def _list_item_struct(typ: Any) -> type[Struct] | None:
+    if getattr(typ, "__origin__", None) is list:
+        return _struct_of(typ.__args__[0])
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_semantics(config: Config, errors: list[tuple[str, str]]) -> None:
+    ex = config.exchange
+    _check_timezone(ex.timezone, "exchange.timezone", errors)
+    for i, cidr in enumerate(ex.trusted_proxies):
+        _check_cidr(cidr, f"exchange.trusted_proxies[{i}]", errors)
+
+    seen_keys: dict[str, str] = {}
+    _check_unique([s.id for s in config.sellers], "sellers", errors)
+    for i, seller in enumerate(config.sellers):
+        if not seller.api_keys and not seller.test_api_keys:
+            errors.append((f"sellers[{i}].api_keys", "a seller needs at least one key"))
+        for field, keys in (("api_keys", seller.api_keys), ("test_api_keys", seller.test_api_keys)):
+            for j, key in enumerate(keys):
+                where = f"sellers[{i}].{field}[{j}]"
+                if key in seen_keys:
+                    errors.append((where, f"key already used at {seen_keys[key]}"))
+                seen_keys[key] = where
+        for j, cidr in enumerate(seller.allowed_ips):
+            _check_cidr(cidr, f"sellers[{i}].allowed_ips[{j}]", errors)
+
+    _check_unique([b.id for b in config.buyers], "buyers", errors)
+    buyer_ids = {b.id for b in config.buyers}
+    _check_unique([c.id for c in config.campaigns], "campaigns", errors)
+    for i, c in enumerate(config.campaigns):
+        where = f"campaigns[{i}]"
+        if c.buyer not in buyer_ids:
+            errors.append((f"{where}.buyer", f"no buyer with id {c.buyer!r}"))
+        if c.ping_url is None and c.fixed_price <= 0:
+            errors.append((f"{where}.fixed_price", "a campaign without ping_url needs a fixed_price above 0"))
+        f = c.filters
+        for name in ("states", "exclude_states"):
+            for j, code in enumerate(getattr(f, name) or ()):
+                if code.upper() not in US_STATES:
+                    errors.append((f"{where}.filters.{name}[{j}]", f"not a US state code: {code!r}"))
+        if f.schedule is not None:
+            _check_timezone(f.schedule.timezone, f"{where}.filters.schedule.timezone", errors)
+            if f.schedule.start == f.schedule.end:
+                errors.append((f"{where}.filters.schedule", "start and end are equal: the window is empty"))
+        for j, rule in enumerate(f.rules or ()):
+            problem = rule_problem(rule)
+            if problem:
+                errors.append((f"{where}.filters.rules[{j}].value", problem))
+
+
+def rule_problem(rule: Rule) -> str | None:
+    """What is wrong with a rule's value for its op, or None."""
+    v = rule.value
+    number = (int, float)
+    if rule.op == "exists":
+        return None if v is None or isinstance(v, bool) else "exists takes no value (or true/false)"
+    if v is None:
+        return f"{rule.op} needs a value"
+    if rule.op in ("in", "not_in"):
+        return None if isinstance(v, list) and v else f"{rule.op} needs a non-empty list"
+    if rule.op == "between":
+        ok = (isinstance(v, list) and len(v) == 2 and all(isinstance(x, number) and not isinstance(x, bool) for x in v)
+              and v[0] <= v[1])
+        return None if ok else "between needs [low, high] numbers with low <= high"
+    if rule.op in ("gt", "gte", "lt", "lte"):
+        return None if isinstance(v, number) and not isinstance(v, bool) else f"{rule.op} needs a number"
+    return None if not isinstance(v, list) else f"{rule.op} needs a single value"
+
+
+def _check_unique(ids: list[str], section: str, errors: list[tuple[str, str]]) -> None:
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if ident in seen:
+            errors.append((f"{section}[{i}].id", f"duplicate id {ident!r}"))
+        seen.add(ident)
+
+
+def _check_timezone(name: str, where: str, errors: list[tuple[str, str]]) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors.append((where, f"unknown time zone {name!r}"))
+
+
+def _check_cidr(cidr: str, where: str, errors: list[tuple[str, str]]) -> None:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        errors.append((where, f"not an IP address or CIDR: {cidr!r}"))
+
+
+# Derived, ready-to-use values -----------------------------------------------------------
+
+
+def revenue_share(seller: Seller) -> Decimal:
+    return money.share(seller.revenue_share)
+
+
+def minutes(hhmm: str) -> int:
+    hours, mins = hhmm.split(":")
+    return int(hours) * 60 + int(mins)
+
+
+def zone(name: str) -> datetime.tzinfo:
+    return zoneinfo.ZoneInfo(name)

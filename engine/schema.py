@@ -1,0 +1,199 @@
+"""Every message that crosses the exchange's edge, as msgspec Structs.
+
+One Struct per message, built once at import: msgspec decodes and validates in a single
+pass, and the same Structs produce the OpenAPI document (``openapi()``), so the docs
+cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Scalar = Union[str, int, float, bool]
+AttrValue = Union[Scalar, list[Scalar]]
+Attributes = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], AttrValue],
+                       Meta(max_length=64, description="At most 64 keys; values are strings, numbers, booleans or lists of them.")]
+Vertical = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$", examples=["auto_insurance"])]
+Zip = Annotated[str, Meta(pattern=r"^[0-9]{5}(-[0-9]{4})?$", examples=["90210"])]
+StateCode = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", examples=["CA"])]
+ShortText = Annotated[str, Meta(max_length=64)]
+Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+Quality = Annotated[int, Meta(ge=0, le=100)]
+Name = Annotated[str, Meta(min_length=1, max_length=64)]
+LongText = Annotated[str, Meta(max_length=128)]
+HttpsUrl = Annotated[str, Meta(pattern=r"^https://[^\s]+$", max_length=2048)]
+Email = Annotated[str, Meta(min_length=3, max_length=254)]
+Phone = Annotated[str, Meta(min_length=10, max_length=32)]
+Amount = Annotated[float, Meta(ge=0)]
+
+
+class PingFields(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The non-personal description of a lead that buyers bid on."""
+
+    vertical: Vertical
+    zip: Zip
+    state: StateCode | UnsetType = UNSET
+    source_id: ShortText | UnsetType = UNSET
+    sub_id: ShortText | UnsetType = UNSET
+    quality_score: Quality | UnsetType = UNSET
+    tcpa_consent: bool | UnsetType = UNSET
+    email_sha256: Sha256 | UnsetType = UNSET
+    phone_sha256: Sha256 | UnsetType = UNSET
+    attributes: Attributes | UnsetType = UNSET
+
+
+class PingRequest(PingFields, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/ping."""
+
+    timeout_ms: Annotated[int, Meta(ge=1, le=600_000)] | UnsetType = UNSET
+
+
+class Lead(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The full lead of a post; the ping's fields may be repeated and must then agree."""
+
+    first_name: Name
+    last_name: Name
+    email: Email
+    phone: Phone
+    zip: Zip | UnsetType = UNSET
+    vertical: Vertical | UnsetType = UNSET
+    state: StateCode | UnsetType = UNSET
+    source_id: ShortText | UnsetType = UNSET
+    sub_id: ShortText | UnsetType = UNSET
+    quality_score: Quality | UnsetType = UNSET
+    tcpa_consent: bool | UnsetType = UNSET
+    email_sha256: Sha256 | UnsetType = UNSET
+    phone_sha256: Sha256 | UnsetType = UNSET
+    address: LongText | UnsetType = UNSET
+    city: LongText | UnsetType = UNSET
+    ip_address: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    dob: datetime.date | UnsetType = UNSET
+    consent_cert_url: HttpsUrl | UnsetType = UNSET
+    attributes: Attributes | UnsetType = UNSET
+
+
+class PostRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/post. The lead's zip is required here (it must equal the ping's)."""
+
+    ping_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    lead: Lead
+
+
+class DirectPostRequest(PingRequest, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/leads: ping fields at the top level plus the lead."""
+
+    lead: Lead
+
+
+class PingResponse(Struct, kw_only=True, omit_defaults=True):
+    ping_id: str
+    status: Literal["bid", "no_bid"]
+    expires_at: str
+    auction_ms: float
+    price: float | UnsetType = UNSET
+
+
+class PostResponse(Struct, kw_only=True, omit_defaults=True):
+    ping_id: str
+    status: Literal["sold", "unsold"]
+    attempts: int
+    price: float | UnsetType = UNSET
+    lead_id: str | UnsetType = UNSET
+
+
+class FieldError(Struct):
+    path: str
+    message: str
+
+
+class ErrorDetail(Struct):
+    code: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class ErrorResponse(Struct):
+    error: ErrorDetail
+
+
+class CampaignOutcome(Struct, kw_only=True, omit_defaults=True):
+    """What happened to one campaign in one ping or post (the per-lead trace)."""
+
+    campaign_id: str
+    buyer_id: str
+    outcome: str
+    bid: float | UnsetType = UNSET
+    ms: float | UnsetType = UNSET
+
+
+class PostTrace(Struct, kw_only=True, omit_defaults=True):
+    status: Literal["sold", "unsold"]
+    attempts: int
+    offers: list[CampaignOutcome]
+    price: float | UnsetType = UNSET
+    lead_id: str | UnsetType = UNSET
+
+
+class PingTrace(Struct, kw_only=True, omit_defaults=True):
+    """GET /v1/pings/{ping_id}: why a lead sold or did not."""
+
+    ping_id: str
+    status: Literal["bid", "no_bid"]
+    test: bool
+    created_at: str
+    expires_at: str
+    auction_ms: float
+    campaigns: list[CampaignOutcome]
+    price: float | UnsetType = UNSET
+    post: PostTrace | UnsetType = UNSET
+
+
+class Health(Struct):
+    status: str
+
+
+# Buyer protocol (section 3) -------------------------------------------------------------
+
+
+class BuyerPing(Struct, kw_only=True, omit_defaults=True):
+    ping_id: str
+    campaign_id: str
+    vertical: str
+    zip: str
+    seller_id: str
+    test: bool
+    tmax_ms: int
+    state: str | UnsetType = UNSET
+    source_id: str | UnsetType = UNSET
+    sub_id: str | UnsetType = UNSET
+    quality_score: int | UnsetType = UNSET
+    tcpa_consent: bool | UnsetType = UNSET
+    email_sha256: str | UnsetType = UNSET
+    phone_sha256: str | UnsetType = UNSET
+    attributes: dict[str, Any] | UnsetType = UNSET
+
+
+class BidAnswer(Struct, kw_only=True):
+    """A buyer's bid. Extra fields are ignored: buyers add their own tracking data."""
+
+    bid: float | None = None
+    bid_id: str | None = None
+
+
+class BuyerPost(Struct, kw_only=True, omit_defaults=True):
+    ping_id: str
+    campaign_id: str
+    price: float
+    test: bool
+    lead: dict[str, Any]
+    bid_id: str | None = None
+
+
+class PostAnswer(Struct, kw_only=True):
+    accepted: bool
+    lead_id: str | None = None
+    reason: str | None = None

@@ -1,0 +1,1 @@
+"""Shared state of the exchange; ``base.Store`` is the interface, one module per backend."""

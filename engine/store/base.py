@@ -1,0 +1,146 @@
+"""The store interface: everything that must outlive one request or be shared by workers.
+
+The auction talks only to this interface. Two things shape it:
+
+* the hot path must not wait on the store more than the contract allows, so each ping
+  writes everything in one call (``save_ping``) and reads caps and benches from a local
+  view (``blocks``), which the store keeps current;
+* caps are never exceeded under concurrent posts, so an offer first *reserves* its share
+  of the cap, and the reservation is committed on accept or released on reject.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+from .. import money
+from ..config import Campaign, Exchange, zone
+from ..targeting import OPEN
+from ..trace import PingRecord, PostRecord
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached; the server answers 503 store_unavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A campaign's caps in the store's units (0 = none)."""
+
+    hourly: int
+    daily: int
+    budget_cents: int
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> "Limits":
+        return cls(campaign.caps.hourly, campaign.caps.daily, money.to_cents(campaign.caps.daily_budget))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    campaign_id: str
+    cents: int
+    hour: str
+    day: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPost:
+    """What ``open_post`` found: the ping (None if unknown), the first post's result if it
+    finished, and whether this caller now holds the post lock."""
+
+    record: PingRecord | None
+    result: PostRecord | None
+    acquired: bool
+
+
+class Store(ABC):
+    """Shared state. ``blocks[i]`` and ``last_bids[i]`` follow ``campaign_ids[i]``."""
+
+    def __init__(self) -> None:
+        self.campaign_ids: list[str] = []
+        self.limits: list[Limits] = []
+        self.blocks = bytearray()
+        self.last_bids: list[int] = []
+        self.exchange = Exchange()
+        self._tz: datetime.tzinfo = datetime.timezone.utc
+
+    async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
+        """Learn the campaigns (numbered as in the targeting index) and fill the view."""
+        self.campaign_ids = [c.id for c in campaigns]
+        self.limits = [Limits.of(c) for c in campaigns]
+        self.blocks = bytearray(len(campaigns))
+        self.last_bids = [0] * len(campaigns)
+        self.exchange = exchange
+        self._tz = zone(exchange.timezone)
+        await self.refresh()
+
+    async def close(self) -> None:
+        """Release connections; the default has none."""
+
+    def buckets(self, now: float) -> tuple[str, str]:
+        """Clock hour and day in the exchange's time zone, the units caps count in."""
+        local = datetime.datetime.fromtimestamp(now, self._tz)
+        return local.strftime("%Y%m%d%H"), local.strftime("%Y%m%d")
+
+    def index_of(self, campaign_id: str) -> int:
+        return self.campaign_ids.index(campaign_id)
+
+    def is_open(self, i: int) -> bool:
+        return self.blocks[i] == OPEN
+
+    # The ping path ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
+                        bids: Sequence[tuple[str, int]]) -> None:
+        """Everything one ping writes, in one call: the record (kept ``keep_s``), the
+        campaigns that timed out (bench counting) and the bids seen (last known bids)."""
+
+    @abstractmethod
+    async def get_ping(self, ping_id: str) -> PingRecord | None:
+        """The record with its post result, if any (for the trace endpoint)."""
+
+    # The post path ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def open_post(self, ping_id: str, lock_s: float) -> OpenedPost:
+        """Fetch the ping and, unless a post finished or is running, take its post lock."""
+
+    @abstractmethod
+    async def finish_post(self, ping_id: str, result: PostRecord) -> None:
+        """Store the post's result on the ping record and release the lock."""
+
+    @abstractmethod
+    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+        """Count one lead worth ``cents`` against the campaign's caps, or None at a cap."""
+
+    @abstractmethod
+    async def commit(self, reservation: Reservation) -> None:
+        """The buyer accepted: the reservation becomes a sale."""
+
+    @abstractmethod
+    async def release(self, reservation: Reservation) -> None:
+        """The buyer did not take the lead: give the reservation back."""
+
+    @abstractmethod
+    async def duplicate_buyers(self, buyer_ids: Sequence[str], keys: Sequence[str]) -> set[str]:
+        """Which of these buyers accepted a lead with any of these keys within their window."""
+
+    @abstractmethod
+    async def remember(self, buyer_id: str, keys: Sequence[str], days: int) -> None:
+        """The buyer accepted a lead with these keys; remember it for ``days``."""
+
+    # The local view --------------------------------------------------------------------
+
+    @abstractmethod
+    async def refresh(self) -> None:
+        """Bring ``blocks`` up to date (cap rollover, bench expiry, other workers' sales)."""
+
+
+def clock() -> float:
+    return time.time()

@@ -1,0 +1,129 @@
+"""The embedded store: one worker's state in plain dicts, no I/O.
+
+Every method completes without awaiting anything, so a ping or post never yields to the
+event loop inside the store and check-then-update sequences are atomic by construction.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from typing import Sequence
+
+from ..targeting import BENCHED, CAPPED, OPEN
+from ..trace import PingRecord, PostRecord
+from .base import OpenedPost, Reservation, Store, clock
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, PingRecord] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._locks: dict[str, float] = {}
+        self._counts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._timeouts: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._benched_until: dict[str, float] = {}
+        self._dupes: dict[tuple[str, str], float] = {}
+
+    async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
+                        bids: Sequence[tuple[str, int]]) -> None:
+        now = clock()
+        self._records[record.ping_id] = record
+        heapq.heappush(self._expiry, (now + keep_s, record.ping_id))
+        for campaign_id, cents in bids:
+            self.last_bids[self.index_of(campaign_id)] = cents
+        ex = self.exchange
+        for campaign_id in timed_out:
+            if ex.bench_after_timeouts <= 0:
+                break
+            seen = self._timeouts[campaign_id]
+            seen.append(now)
+            while seen and seen[0] <= now - ex.bench_window_s:
+                seen.popleft()
+            if len(seen) >= ex.bench_after_timeouts:
+                seen.clear()
+                self._benched_until[campaign_id] = now + ex.bench_duration_s
+                self.blocks[self.index_of(campaign_id)] = BENCHED
+
+    async def get_ping(self, ping_id: str) -> PingRecord | None:
+        return self._records.get(ping_id)
+
+    async def open_post(self, ping_id: str, lock_s: float) -> OpenedPost:
+        record = self._records.get(ping_id)
+        if record is None or record.post is not None:
+            return OpenedPost(record, record.post if record else None, False)
+        now = clock()
+        if self._locks.get(ping_id, 0.0) > now:
+            return OpenedPost(record, None, False)
+        self._locks[ping_id] = now + lock_s
+        return OpenedPost(record, None, True)
+
+    async def finish_post(self, ping_id: str, result: PostRecord) -> None:
+        record = self._records.get(ping_id)
+        if record is not None:
+            record.post = result
+        self._locks.pop(ping_id, None)
+
+    def _keys(self, campaign_id: str, hour: str, day: str) -> tuple[tuple[str, str], ...]:
+        return (campaign_id, "h" + hour), (campaign_id, "d" + day), (campaign_id, "b" + day)
+
+    def _exceeds(self, i: int, hour: str, day: str, cents: int) -> bool:
+        """Would one more lead worth ``cents`` pass a cap? With ``cents=1`` this is
+        "the campaign is at a cap", the test the view uses."""
+        limits = self.limits[i]
+        h, d, b = (self._counts.get(k, 0) for k in self._keys(self.campaign_ids[i], hour, day))
+        return bool((limits.hourly and h + 1 > limits.hourly) or (limits.daily and d + 1 > limits.daily)
+                    or (limits.budget_cents and b + cents > limits.budget_cents))
+
+    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+        i = self.index_of(campaign_id)
+        hour, day = self.buckets(now)
+        if self._exceeds(i, hour, day, cents):
+            return None
+        hk, dk, bk = self._keys(campaign_id, hour, day)
+        self._counts[hk] += 1
+        self._counts[dk] += 1
+        self._counts[bk] += cents
+        self._update_block(i, hour, day, clock())
+        return Reservation(campaign_id, cents, hour, day)
+
+    async def commit(self, reservation: Reservation) -> None:
+        """Nothing to do: the reservation was counted when it was made."""
+
+    async def release(self, reservation: Reservation) -> None:
+        hk, dk, bk = self._keys(reservation.campaign_id, reservation.hour, reservation.day)
+        self._counts[hk] -= 1
+        self._counts[dk] -= 1
+        self._counts[bk] -= reservation.cents
+        hour, day = self.buckets(clock())
+        self._update_block(self.index_of(reservation.campaign_id), hour, day, clock())
+
+    async def duplicate_buyers(self, buyer_ids: Sequence[str], keys: Sequence[str]) -> set[str]:
+        now = clock()
+        return {b for b in buyer_ids if any(self._dupes.get((b, k), 0.0) > now for k in keys)}
+
+    async def remember(self, buyer_id: str, keys: Sequence[str], days: int) -> None:
+        until = clock() + days * 86400
+        for key in keys:
+            self._dupes[(buyer_id, key)] = until
+
+    def _update_block(self, i: int, hour: str, day: str, now: float) -> None:
+        if self._benched_until.get(self.campaign_ids[i], 0.0) > now:
+            self.blocks[i] = BENCHED
+        elif self._exceeds(i, hour, day, 1):
+            self.blocks[i] = CAPPED
+        else:
+            self.blocks[i] = OPEN
+
+    async def refresh(self) -> None:
+        now = clock()
+        hour, day = self.buckets(now)
+        for i in range(len(self.campaign_ids)):
+            self._update_block(i, hour, day, now)
+        while self._expiry and self._expiry[0][0] <= now:
+            _, ping_id = heapq.heappop(self._expiry)
+            self._records.pop(ping_id, None)
+            self._locks.pop(ping_id, None)
+        if len(self._dupes) > 100_000:
+            self._dupes = {k: t for k, t in self._dupes.items() if t > now}

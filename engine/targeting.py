@@ -1,0 +1,230 @@
+"""Eligibility and ranking: the reference implementation in plain Python.
+
+This is the definition of who may bid on a ping and in which order bids win. The
+compiled twin in ``ext/`` must give identical answers (differential tests hold it to
+that); ``Index`` here stays as the readable reference and the fallback when the
+extension is not built.
+
+Index layout: campaigns are numbered once per config (``Index.campaigns[i]``); the store
+keeps a ``bytearray`` of per-campaign blocks (``OPEN``/``CAPPED``/``BENCHED``) indexed the
+same way, so the hot path reads a byte instead of asking the store.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import money
+from .config import DAYS, Campaign, Config, Rule, minutes, zone
+from .schema import PingFields
+
+OPEN, CAPPED, BENCHED = 0, 1, 2
+BLOCK_REASON = {CAPPED: "capped", BENCHED: "benched"}
+OVER_MAX = "skipped:max_buyers"
+MINUTES_PER_WEEK = 7 * 24 * 60
+
+#: Filters in the order they are tried; the first that fails is the recorded reason.
+FILTER_ORDER = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixes", "sellers",
+                "exclude_sellers", "sources", "exclude_sources", "min_quality", "schedule", "rules")
+
+
+@dataclass(slots=True)
+class Selection:
+    """Eligible campaign numbers, best first, and a reason for every other campaign of the vertical."""
+
+    eligible: list[int] = field(default_factory=list)
+    reasons: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Bid:
+    campaign: int
+    cents: int
+    priority: int
+
+
+def schedule_bitmap(days: Sequence[str], start: str, end: str) -> bytearray:
+    """One byte per minute of the week (Monday 00:00 = 0) that is inside the window.
+
+    A window whose end is before its start runs overnight: it opens on each listed day
+    and closes the next morning.
+    """
+    bitmap = bytearray(MINUTES_PER_WEEK)
+    lo, hi = minutes(start), minutes(end)
+    length = hi - lo if hi > lo else MINUTES_PER_WEEK // 7 - lo + hi
+    for day in days:
+        base = DAYS.index(day) * 1440 + lo
+        for m in range(base, base + length):
+            bitmap[m % MINUTES_PER_WEEK] = 1
+    return bitmap
+
+
+def minute_of_week(epoch_s: float, tz: datetime.tzinfo) -> int:
+    local = datetime.datetime.fromtimestamp(epoch_s, tz)
+    return local.weekday() * 1440 + local.hour * 60 + local.minute
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps booleans apart from numbers (true is not 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    return a == b
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def rule_passes(rule: Rule, attributes: dict[str, Any] | None) -> bool:
+    """A missing attribute fails every op but ``exists: false``; a list attribute passes
+    eq/in when any element matches and ne/not_in when none does."""
+    present = attributes is not None and rule.field in attributes
+    if rule.op == "exists":
+        return present is (rule.value is not False)
+    if not present:
+        return False
+    value = attributes[rule.field]  # type: ignore[index]
+    items = value if isinstance(value, list) else (value,)
+    target = rule.value
+    if rule.op == "eq":
+        return any(_same(x, target) for x in items)
+    if rule.op == "ne":
+        return not any(_same(x, target) for x in items)
+    if rule.op == "in":
+        return any(_same(x, t) for x in items for t in target)  # type: ignore[union-attr]
+    if rule.op == "not_in":
+        return not any(_same(x, t) for x in items for t in target)  # type: ignore[union-attr]
+    if not _number(value) or not _number(target if rule.op != "between" else 0):
+        return False
+    if rule.op == "gt":
+        return value > target
+    if rule.op == "gte":
+        return value >= target
+    if rule.op == "lt":
+        return value < target
+    if rule.op == "lte":
+        return value <= target
+    low, high = target  # type: ignore[misc]
+    return low <= value <= high
+
+
+class Index:
+    """Campaigns grouped by vertical with their filters in directly testable form."""
+
+    compiled = False
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_buyers = config.exchange.max_buyers_per_ping
+        self.campaigns: list[Campaign] = list(config.campaigns)
+        self.fixed_cents = [money.to_cents(c.fixed_price) if c.ping_url is None else -1 for c in self.campaigns]
+        self.by_vertical: dict[str, list[int]] = {}
+        for i, c in enumerate(self.campaigns):
+            if c.active:
+                self.by_vertical.setdefault(c.vertical, []).append(i)
+        self._schedules: dict[int, tuple[datetime.tzinfo, bytearray]] = {}
+        for i, c in enumerate(self.campaigns):
+            s = c.filters.schedule
+            if s is not None:
+                self._schedules[i] = (zone(s.timezone), schedule_bitmap(s.days, s.start, s.end))
+        self._upper_states = [
+            (None if c.filters.states is None else {x.upper() for x in c.filters.states},
+             None if c.filters.exclude_states is None else {x.upper() for x in c.filters.exclude_states})
+            for c in self.campaigns
+        ]
+
+    def failed_filter(self, i: int, ping: PingFields, seller_id: str, now: float) -> str | None:
+        """Name of the first filter campaign ``i`` fails for this ping, or None."""
+        f = self.campaigns[i].filters
+        states, exclude_states = self._upper_states[i]
+        state = ping.state.upper() if isinstance(ping.state, str) else None
+        zip5 = ping.zip[:5]
+        source = ping.source_id if isinstance(ping.source_id, str) else None
+        quality = ping.quality_score if isinstance(ping.quality_score, int) else None
+        attributes = ping.attributes if isinstance(ping.attributes, dict) else None
+        if states is not None and state not in states:
+            return "states"
+        if exclude_states is not None and state in exclude_states:
+            return "exclude_states"
+        if f.zips is not None and zip5 not in f.zips:
+            return "zips"
+        if f.exclude_zips is not None and zip5 in f.exclude_zips:
+            return "exclude_zips"
+        if f.zip_prefixes is not None and not any(zip5.startswith(p) for p in f.zip_prefixes):
+            return "zip_prefixes"
+        if f.sellers is not None and seller_id not in f.sellers:
+            return "sellers"
+        if f.exclude_sellers is not None and seller_id in f.exclude_sellers:
+            return "exclude_sellers"
+        if f.sources is not None and source not in f.sources:
+            return "sources"
+        if f.exclude_sources is not None and source in f.exclude_sources:
+            return "exclude_sources"
+        if f.min_quality is not None and (quality is None or quality < f.min_quality):
+            return "min_quality"
+        if i in self._schedules:
+            tz, bitmap = self._schedules[i]
+            if not bitmap[minute_of_week(now, tz)]:
+                return "schedule"
+        for rule in f.rules or ():
+            if not rule_passes(rule, attributes):
+                return f"rule:{rule.field}"
+        return None
+
+    def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
+               last_bids: Sequence[int]) -> Selection:
+        """Who is pinged: the vertical's open campaigns that pass their filters, at most
+        ``max_buyers_per_ping`` of them, by highest priority and then highest last known bid."""
+        out = Selection()
+        passing: list[int] = []
+        for i in self.by_vertical.get(ping.vertical, ()):
+            block = blocks[i]
+            if block:
+                out.reasons.append((i, BLOCK_REASON[block]))
+                continue
+            failed = self.failed_filter(i, ping, seller_id, now)
+            if failed is None:
+                passing.append(i)
+            else:
+                out.reasons.append((i, "filtered:" + failed))
+        if len(passing) > self.max_buyers:
+            passing.sort(key=lambda i: (-self.campaigns[i].priority, -last_bids[i], i))
+            out.reasons.extend((i, OVER_MAX) for i in passing[self.max_buyers:])
+            del passing[self.max_buyers:]
+        out.eligible = passing
+        return out
+
+
+def tiebreak_keys(seed: int, n: int) -> list[int]:
+    """``n`` pseudo-random 64-bit keys from ``seed`` (splitmix64), one per bid in input order."""
+    keys = []
+    state = seed & 0xFFFFFFFFFFFFFFFF
+    for _ in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        keys.append(z ^ (z >> 31))
+    return keys
+
+
+def rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[list[Bid], list[Bid]]:
+    """Order bids for the cascade: higher bid, then higher priority, then a seeded random
+    order. Returns (ranked, dropped below ``min_bid_cents``). Zero bids never rank."""
+    keys = tiebreak_keys(seed, len(bids))
+    kept: list[tuple[int, int, int, Bid]] = []
+    dropped: list[Bid] = []
+    for bid, key in zip(bids, keys):
+        if bid.cents <= 0 or bid.cents < min_bid_cents:
+            dropped.append(bid)
+        else:
+            kept.append((-bid.cents, -bid.priority, key, bid))
+    kept.sort(key=lambda t: t[:3])
+    return [t[3] for t in kept], dropped
+
+
+def build_index(config: Config) -> Index:
+    """The index the engine uses: the compiled one once ``ext/`` is built, else the reference."""
+    return Index(config)

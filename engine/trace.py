@@ -1,0 +1,70 @@
+"""The records an auction leaves behind: what the post needs and what the seller may ask.
+
+A ``PingRecord`` is written once per ping (bid or not) and a ``PostRecord`` once per post;
+both are plain msgspec Structs so the memory store keeps them as objects and the Redis
+store as msgpack, and a ledger can take them as they are.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from msgspec import Struct
+
+from . import money
+from .schema import CampaignOutcome, PingFields, PingTrace, PostTrace
+
+
+class RankedBid(Struct, array_like=True):
+    campaign_id: str
+    cents: int
+    bid_id: str | None = None
+
+
+class PostRecord(Struct, kw_only=True):
+    status: str
+    attempts: int
+    offers: list[CampaignOutcome]
+    price_cents: int | None = None
+    lead_id: str | None = None
+
+
+class PingRecord(Struct, kw_only=True):
+    ping_id: str
+    seller_id: str
+    test: bool
+    created_at: float
+    expires_at: float
+    auction_ms: float
+    ping: PingFields
+    bids: list[RankedBid]
+    outcomes: list[CampaignOutcome]
+    price_cents: int | None = None
+    post: PostRecord | None = None
+
+
+def rfc3339(epoch_s: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_trace(record: PingRecord) -> PingTrace:
+    """The seller-facing view of a record (GET /v1/pings/{ping_id})."""
+    trace = PingTrace(
+        ping_id=record.ping_id,
+        status="bid" if record.price_cents is not None else "no_bid",
+        test=record.test,
+        created_at=rfc3339(record.created_at),
+        expires_at=rfc3339(record.expires_at),
+        auction_ms=record.auction_ms,
+        campaigns=record.outcomes,
+    )
+    if record.price_cents is not None:
+        trace.price = money.to_amount(record.price_cents)
+    post = record.post
+    if post is not None:
+        trace.post = PostTrace(status=post.status, attempts=post.attempts, offers=post.offers)  # type: ignore[arg-type]
+        if post.price_cents is not None:
+            trace.post.price = money.to_amount(post.price_cents)
+        if post.lead_id is not None:
+            trace.post.lead_id = post.lead_id
+    return trace
