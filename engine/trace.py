@@ -27,6 +27,7 @@ class PostRecord(Struct, kw_only=True):
     offers: list[CampaignOutcome]
     price_cents: int | None = None
     lead_id: str | None = None
+    buyer_lead_id: str | None = None
 
 
 class PingRecord(Struct, kw_only=True):

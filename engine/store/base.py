@@ -11,6 +11,7 @@ The auction talks only to this interface. Two things shape it:
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from abc import ABC, abstractmethod
@@ -21,6 +22,10 @@ from .. import money
 from ..config import Campaign, Exchange, zone
 from ..targeting import OPEN
 from ..trace import PingRecord, PostRecord
+
+
+#: How stale the local view of caps and benches may get.
+REFRESH_S = 0.25
 
 
 class StoreUnavailable(Exception):
@@ -68,6 +73,7 @@ class Store(ABC):
         self.last_bids: list[int] = []
         self.exchange = Exchange()
         self._tz: datetime.tzinfo = datetime.timezone.utc
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
         """Learn the campaigns (numbered as in the targeting index) and fill the view."""
@@ -78,9 +84,22 @@ class Store(ABC):
         self.exchange = exchange
         self._tz = zone(exchange.timezone)
         await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        """Keep the view within ``REFRESH_S`` of the truth; a failed refresh is retried next tick."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except StoreUnavailable:
+                pass
 
     async def close(self) -> None:
-        """Release connections; the default has none."""
+        """Stop the refresher; subclasses also release their connections."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
 
     def buckets(self, now: float) -> tuple[str, str]:
         """Clock hour and day in the exchange's time zone, the units caps count in."""
@@ -114,6 +133,10 @@ class Store(ABC):
     @abstractmethod
     async def finish_post(self, ping_id: str, result: PostRecord) -> None:
         """Store the post's result on the ping record and release the lock."""
+
+    @abstractmethod
+    async def unlock_post(self, ping_id: str) -> None:
+        """Give the lock back without a result: the post was refused (expired, no bid, mismatch)."""
 
     @abstractmethod
     async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:

@@ -65,6 +65,9 @@ class MemoryStore(Store):
             record.post = result
         self._locks.pop(ping_id, None)
 
+    async def unlock_post(self, ping_id: str) -> None:
+        self._locks.pop(ping_id, None)
+
     def _keys(self, campaign_id: str, hour: str, day: str) -> tuple[tuple[str, str], ...]:
         return (campaign_id, "h" + hour), (campaign_id, "d" + day), (campaign_id, "b" + day)
 

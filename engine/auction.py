@@ -1,0 +1,290 @@
+"""The ping auction and the post cascade: pure orchestration.
+
+Data flows one way: eligibility (``targeting``) -> fan-out (``buyers``) -> ranking ->
+the record (``store``); then, for a post: lock -> cascade over the ranked bids, each offer
+reserving its cap first -> the result. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from . import money
+from .buyers import BuyerClient, ping_body, post_body, read_bid, read_post
+from .config import Buyer, Campaign, Config, Seller
+from .errors import ApiError
+from .metrics import Metrics
+from .schema import CampaignOutcome, FieldError, Lead, PingFields
+from .store.base import Store
+from .targeting import Bid, Index, build_index, rank
+from .trace import PingRecord, PostRecord, RankedBid
+
+log = logging.getLogger("pingpost.auction")
+
+_PING_FIELDS = PingFields.__struct_fields__
+
+
+@dataclass(frozen=True, slots=True)
+class SellerView:
+    """A seller as the auction needs it: money rules in exact units."""
+
+    seller: Seller
+    share: Decimal
+    min_bid_cents: int
+
+    @classmethod
+    def of(cls, seller: Seller) -> "SellerView":
+        return cls(seller, money.share(seller.revenue_share), money.to_cents(seller.min_bid))
+
+
+def lead_keys(lead: Lead) -> list[str]:
+    """Duplicate-history keys: hashes of the normalized phone and email, never the values."""
+    return ["p:" + hashlib.sha256(lead.phone.encode()).hexdigest(),
+            "e:" + hashlib.sha256(lead.email.encode()).hexdigest()]
+
+
+def buyer_lead(ping: PingFields, lead: Lead) -> dict[str, Any]:
+    """The lead a buyer receives: the ping's fields with the lead's over them, attributes merged."""
+    merged: dict[str, Any] = msgspec.structs.asdict(ping)
+    for name in Lead.__struct_fields__:
+        value = getattr(lead, name)
+        if value is not msgspec.UNSET:
+            merged[name] = value
+    if isinstance(ping.attributes, dict) and isinstance(lead.attributes, dict):
+        merged["attributes"] = {**ping.attributes, **lead.attributes}
+    return {k: v for k, v in merged.items() if v is not msgspec.UNSET}
+
+
+class Exchange:
+    """One worker's auction engine over a config, a store and a buyer client."""
+
+    def __init__(self, config: Config, store: Store, client: BuyerClient, metrics: Metrics) -> None:
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.use(config)
+
+    def use(self, config: Config) -> None:
+        """Swap in a config whole: the index is built before anything sees it."""
+        self.index: Index = build_index(config)
+        self.config = config
+        self.campaigns: dict[str, Campaign] = {c.id: c for c in config.campaigns}
+        self.buyers: dict[str, Buyer] = {b.id: b for b in config.buyers}
+        self.sellers = {s.id: SellerView.of(s) for s in config.sellers}
+        self.client.learn(config.campaigns)
+
+    # Ping --------------------------------------------------------------------------------
+
+    async def ping(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None) -> PingRecord:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget_ms = self.config.exchange.auction_timeout_ms
+        if timeout_ms is not None:
+            budget_ms = min(budget_ms, timeout_ms)
+        deadline = started + budget_ms / 1000
+        now = time.time()
+        ping_id = os.urandom(12).hex()
+        seller_id = seller.seller.id
+        index = self.index
+
+        selection = index.select(ping, seller_id, now, self.store.blocks, self.store.last_bids)
+        campaigns = index.campaigns
+        outcomes: dict[int, CampaignOutcome] = {
+            i: CampaignOutcome(campaign_id=campaigns[i].id, buyer_id=campaigns[i].buyer, outcome=reason)
+            for i, reason in selection.reasons
+        }
+        bids: list[Bid] = []
+        bid_ids: dict[int, str | None] = {}
+        calls: dict[int, asyncio.Task[Any]] = {}
+        for i in selection.eligible:
+            c = campaigns[i]
+            fixed = index.fixed_cents[i]
+            if fixed >= 0:
+                bids.append(Bid(i, fixed, c.priority))
+                outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
+                                              bid=money.to_amount(fixed), ms=0.0)
+                continue
+            remaining_ms = int((deadline - loop.time()) * 1000)
+            tmax = min(c.timeout_ms, remaining_ms)
+            body = ping_body(ping, ping_id, c.id, seller_id, test, tmax)
+            calls[i] = asyncio.ensure_future(self.client.call(c.id, c.ping_url, body, tmax / 1000))  # type: ignore[arg-type]
+        timed_out: list[str] = []
+        if calls:
+            done, pending = await asyncio.wait(calls.values(), timeout=max(deadline - loop.time(), 0))
+            for task in pending:
+                task.cancel()
+            for i, task in calls.items():
+                c = campaigns[i]
+                # A call still pending at the deadline is a timeout, whatever its own limit.
+                result = read_bid(task.result()) if task in done else None
+                ms = task.result().ms if task in done else round((loop.time() - started) * 1000, 2)
+                outcome = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer,
+                                          outcome=result.outcome if result else "timeout", ms=ms)
+                if result is not None and result.cents is not None:
+                    bids.append(Bid(i, result.cents, c.priority))
+                    bid_ids[i] = result.bid_id
+                    outcome.bid = money.to_amount(result.cents)
+                if outcome.outcome == "timeout":
+                    timed_out.append(c.id)
+                outcomes[i] = outcome
+                self.metrics.campaign_outcome(c.id, outcome.outcome)
+
+        ranked, dropped = rank(bids, seller.min_bid_cents, random.getrandbits(64))
+        for bid in dropped:
+            outcomes[bid.campaign].outcome = "below_min_bid"
+        price = money.apply_share(ranked[0].cents, seller.share) if ranked else None
+        auction_ms = round((loop.time() - started) * 1000, 2)
+        record = PingRecord(
+            ping_id=ping_id, seller_id=seller_id, test=test, created_at=now,
+            expires_at=now + self.config.exchange.ping_ttl_s, auction_ms=auction_ms, ping=ping,
+            bids=[RankedBid(campaigns[b.campaign].id, b.cents, bid_ids.get(b.campaign)) for b in ranked],
+            outcomes=list(outcomes.values()), price_cents=price,
+        )
+        await self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
+                                   [(campaigns[b.campaign].id, b.cents) for b in bids])
+        self.metrics.auction_seconds.observe(auction_ms / 1000)
+        self.metrics.pings.labels(record_status(record)).inc()
+        log.info("ping", extra={"event": {
+            "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record_status(record),
+            "price": money.to_amount(price) if price is not None else None, "pinged": len(calls),
+            "bids": len(ranked), "auction_ms": auction_ms}})
+        return record
+
+    # Post --------------------------------------------------------------------------------
+
+    async def post(self, seller: SellerView, ping_id: str, lead: Lead) -> tuple[PingRecord, PostRecord]:
+        """Post a lead for an earlier ping: idempotent per ping, one cascade at a time."""
+        opened = await self.store.open_post(ping_id, self.config.exchange.post_timeout_ms / 1000 + 5)
+        record = opened.record
+        if record is None or record.seller_id != seller.seller.id:
+            raise ApiError(404, "not_found", "no such ping for this seller")
+        if opened.result is not None:
+            return record, opened.result
+        if not opened.acquired:
+            raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
+        try:
+            check_post(record, lead, time.time())
+        except ApiError:
+            await self.store.unlock_post(ping_id)
+            raise
+        return record, await self._cascade(seller, record, lead)
+
+    async def direct(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None,
+                     lead: Lead) -> tuple[PingRecord, PostRecord]:
+        """Both phases in one call; the result is stored so the ping_id can be re-posted."""
+        record = await self.ping(seller, test, ping, timeout_ms)
+        return record, await self._cascade(seller, record, lead)
+
+    async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead) -> PostRecord:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.config.exchange.post_timeout_ms / 1000
+        result = PostRecord(status="unsold", attempts=0, offers=[])
+        try:
+            await self._offer_in_turn(seller, record, lead, deadline, result)
+        finally:
+            # Even when the cascade is cut short, what happened is recorded and the lock freed.
+            await self.store.finish_post(record.ping_id, result)
+            elapsed = loop.time() - started
+            self.metrics.post_seconds.observe(elapsed)
+            self.metrics.leads.labels(result.status).inc()
+            log.info("post", extra={"event": {
+                "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
+                "status": result.status, "attempts": result.attempts,
+                "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
+                "post_ms": round(elapsed * 1000, 2)}})
+        return result
+
+    async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, deadline: float,
+                             result: PostRecord) -> None:
+        loop = asyncio.get_running_loop()
+        keys = lead_keys(lead)
+        bidders = [self.campaigns[b.campaign_id].buyer for b in record.bids if b.campaign_id in self.campaigns]
+        dedupe = [b for b in dict.fromkeys(bidders) if self.buyers[b].dedupe_days > 0]
+        duplicates = await self.store.duplicate_buyers(dedupe, keys) if dedupe else set()
+        body_lead = buyer_lead(record.ping, lead)
+        for bid in record.bids:
+            campaign = self.campaigns.get(bid.campaign_id)
+            if campaign is None:
+                continue  # removed from the config since the ping
+            offer = CampaignOutcome(campaign_id=campaign.id, buyer_id=campaign.buyer, outcome="duplicate",
+                                    bid=money.to_amount(bid.cents))
+            result.offers.append(offer)
+            if campaign.buyer in duplicates:
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                offer.outcome = "skipped:post_deadline"
+                continue
+            reservation = None
+            if not record.test:
+                reservation = await self.store.reserve(campaign.id, bid.cents, time.time())
+                if reservation is None:
+                    offer.outcome = "capped"
+                    continue
+            result.attempts += 1
+            body = post_body(record.ping_id, bid.bid_id, campaign.id, bid.cents, record.test, body_lead)
+            try:
+                answer = await self.client.call(campaign.id, campaign.post_url, body,
+                                                min(campaign.post_timeout_ms / 1000, remaining))
+            except BaseException:
+                if reservation is not None:
+                    await self.store.release(reservation)
+                raise
+            verdict = read_post(answer)
+            offer.outcome = verdict.outcome
+            offer.ms = answer.ms
+            self.metrics.post_outcome(campaign.id, verdict.outcome)
+            if not verdict.accepted:
+                if reservation is not None:
+                    await self.store.release(reservation)
+                continue
+            if reservation is not None:
+                await self.store.commit(reservation)
+                buyer = self.buyers[campaign.buyer]
+                if buyer.dedupe_days > 0:
+                    await self.store.remember(buyer.id, keys, buyer.dedupe_days)
+            result.status = "sold"
+            result.price_cents = money.apply_share(bid.cents, seller.share)
+            result.lead_id = os.urandom(12).hex()
+            result.buyer_lead_id = verdict.lead_id
+            return
+
+
+def record_status(record: PingRecord) -> str:
+    return "bid" if record.price_cents is not None else "no_bid"
+
+
+def check_post(record: PingRecord, lead: Lead, now: float) -> None:
+    """Refusals that need the ping: no bid to sell to, expired, or a lead that is not the one pinged."""
+    if record.price_cents is None:
+        raise ApiError(409, "no_bid", "this ping got no bid and cannot be posted")
+    if now >= record.expires_at:
+        raise ApiError(410, "ping_expired", "the ping expired; send a new ping")
+    check_same_lead(record.ping, lead, "lead")
+
+
+def check_same_lead(ping: PingFields, lead: Lead, path: str) -> None:
+    """Fields the lead repeats must be the ones the buyers bid on (zip compared as 5 digits)."""
+    for name in _PING_FIELDS:
+        repeated = getattr(lead, name, msgspec.UNSET)
+        if repeated is msgspec.UNSET or name == "attributes":
+            continue
+        pinged = getattr(ping, name)
+        if name == "zip":
+            repeated = repeated[:5]
+        elif name == "state" and isinstance(repeated, str):
+            repeated = repeated.upper()
+        if pinged is not msgspec.UNSET and repeated != pinged:
+            raise ApiError(422, "ping_mismatch", f"{path}.{name} differs from the ping",
+                           [FieldError(f"{path}.{name}", "differs from the ping")])

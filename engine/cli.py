@@ -1,0 +1,36 @@
+"""The ``pingpost`` command: ``serve``, ``buyers``, ``demo``.
+
+Each subcommand lives in its own module, which contributes ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help)
+COMMANDS = {
+    "serve": ("engine.serve", "run the exchange"),
+    "buyers": ("engine.sim.buyers", "run simulated buyers (many campaigns on one port)"),
+    "demo": ("engine.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pingpost", description="A ping-post lead exchange.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                             help="log verbosity (default: info)")
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

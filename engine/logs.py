@@ -1,0 +1,36 @@
+"""One JSON line per event on stderr.
+
+Callers pass the event as ``extra={"event": {...}}`` with ids, outcomes and timings only;
+the formatter never looks at anything else, so a lead's fields cannot slip into a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None)
+        line = {"ts": round(time.time(), 3), "level": record.levelname.lower(), "logger": record.name}
+        if isinstance(event, dict):
+            line.update(event)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error"] = record.exc_info[0].__name__
+        return _encode(line).decode()
+
+
+def setup(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("pingpost")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,86 @@
+"""Run the exchange: ``pingpost serve --config FILE``.
+
+Prints ``listening on http://H:P`` once requests are accepted. On SIGTERM or SIGINT it
+stops accepting, lets every auction and post in flight finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import ssl
+import sys
+
+import uvloop
+from aiohttp import web
+
+from . import logs
+from .config import Config, ConfigError, load
+from .server import drain, make_app
+from .store.base import Store, StoreUnavailable
+from .store.memory import MemoryStore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="TOML or JSON config file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (above 1 needs --redis)")
+    parser.add_argument("--redis", default=None, help="Redis URL for shared state (default: in memory)")
+    parser.add_argument("--tls-cert", default=None, help="certificate chain (PEM) to answer sellers over HTTPS")
+    parser.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
+    parser.add_argument("--ca-file", default=None, help="CA bundle to verify https:// buyers (default: system)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"pingpost: {args.config} is not a valid config:", file=sys.stderr)
+        for path, reason in exc.errors:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 2
+    if args.workers != 1:
+        print("pingpost: --workers above 1 needs --redis (workers must share caps and pings)", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("pingpost: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        return uvloop.run(serve(config, args))
+    except StoreUnavailable as exc:
+        print(f"pingpost: cannot reach the store: {exc}", file=sys.stderr)
+        return 1
+
+
+def make_store(redis_url: str | None) -> Store:
+    if redis_url is None:
+        return MemoryStore()
+    from .store.redis import RedisStore
+
+    return RedisStore(redis_url)
+
+
+async def serve(config: Config, args: argparse.Namespace) -> int:
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    app = make_app(config, make_store(args.redis), ca_file=args.ca_file)
+    grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096)
+    await site.start()
+    scheme = "https" if tls else "http"
+    print(f"listening on {scheme}://{args.host}:{args.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    drain(app)
+    await runner.cleanup()
+    return 0
