@@ -1,0 +1,247 @@
+"""Real servers on 127.0.0.1 for every test: the exchange, and scriptable buyers.
+
+``buyers`` is an aiohttp server that plays any number of campaigns at
+``/<campaign_id>/ping`` and ``/<campaign_id>/post``; a test scripts each campaign's
+answers with ``Reply`` values (or a function of the request) and reads back what the
+exchange sent. ``exchange(config)`` starts the real app on a free port with that config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.config import Config, from_dict
+from engine.server import EXCHANGE, make_app
+from engine.store.base import Store
+from engine.store.memory import MemoryStore
+
+SELLER_KEY = "acme-live-key"
+SELLER_TEST_KEY = "acme-test-key"
+OTHER_KEY = "other-live-key"
+
+
+@dataclass
+class Reply:
+    """One scripted buyer answer. ``reset`` drops the connection; ``delay`` waits first."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    delay: float = 0.0
+    reset: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def bid(amount: Any, bid_id: str | None = None, delay: float = 0.0) -> Reply:
+    payload: dict[str, Any] = {"bid": amount}
+    if bid_id is not None:
+        payload["bid_id"] = bid_id
+    return Reply(json=payload, delay=delay)
+
+
+def accept(lead_id: str = "buyer-lead-1", delay: float = 0.0) -> Reply:
+    return Reply(json={"accepted": True, "lead_id": lead_id}, delay=delay)
+
+
+def reject(reason: str = "not_interested", delay: float = 0.0) -> Reply:
+    return Reply(json={"accepted": False, "reason": reason}, delay=delay)
+
+
+Script = Reply | Callable[[dict[str, Any]], Reply | Awaitable[Reply]]
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class BuyerServer:
+    """Many campaigns' ping and post endpoints on one real port."""
+
+    def __init__(self) -> None:
+        self.ping_scripts: dict[str, Script] = {}
+        self.post_scripts: dict[str, Script] = {}
+        self.pings: dict[str, list[Received]] = {}
+        self.posts: dict[str, list[Received]] = {}
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def script(self, campaign_id: str, ping: Script | None = None, post: Script | None = None) -> None:
+        if ping is not None:
+            self.ping_scripts[campaign_id] = ping
+        if post is not None:
+            self.post_scripts[campaign_id] = post
+
+    def ping_url(self, campaign_id: str) -> str:
+        return f"{self.url}/{campaign_id}/ping"
+
+    def post_url(self, campaign_id: str) -> str:
+        return f"{self.url}/{campaign_id}/post"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        campaign_id, kind = request.match_info["campaign"], request.match_info["kind"]
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {"_unparsed": True}
+        received = Received(body, dict(request.headers))
+        scripts, log = (self.ping_scripts, self.pings) if kind == "ping" else (self.post_scripts, self.posts)
+        log.setdefault(campaign_id, []).append(received)
+        script = scripts.get(campaign_id, Reply(status=204) if kind == "ping" else reject("unscripted"))
+        reply = script(body) if callable(script) else script
+        if asyncio.iscoroutine(reply):
+            reply = await reply
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.reset:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing more to send on a reset connection
+        if reply.body is not None:
+            return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
+                                content_type="application/json")
+        if reply.json is None:
+            return web.Response(status=reply.status, headers=reply.headers)
+        return web.json_response(reply.json, status=reply.status, headers=reply.headers)
+
+    async def start(self, ssl_context: Any = None, host: str = "127.0.0.1") -> None:
+        app = web.Application()
+        app.router.add_post("/{campaign}/{kind:ping|post}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://{'localhost' if ssl_context else host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def buyers() -> AsyncIterator[BuyerServer]:
+    server = BuyerServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def base_config(buyers: BuyerServer, *campaigns: dict[str, Any], **exchange: Any) -> dict[str, Any]:
+    """A config dict with two sellers (acme: live and test keys; other) and buyers b1..b3.
+
+    Each campaign dict needs ``id``; ``buyer`` defaults to b1, ``vertical`` to auto,
+    and ``ping_url``/``post_url`` to this buyer server's endpoints for that campaign
+    (pass ``ping_url=None`` for a fixed-price campaign).
+    """
+    built = []
+    for spec in campaigns:
+        c = {"buyer": "b1", "vertical": "auto", "ping_url": buyers.ping_url(spec["id"]),
+             "post_url": buyers.post_url(spec["id"]), **spec}
+        if c["ping_url"] is None:
+            del c["ping_url"]
+        built.append(c)
+    return {
+        "exchange": {"auction_timeout_ms": 1000, "post_timeout_ms": 5000, **exchange},
+        "sellers": [
+            {"id": "acme", "api_keys": [SELLER_KEY], "test_api_keys": [SELLER_TEST_KEY]},
+            {"id": "other", "api_keys": [OTHER_KEY]},
+        ],
+        "buyers": [{"id": "b1"}, {"id": "b2"}, {"id": "b3"}],
+        "campaigns": built,
+    }
+
+
+class Exchange:
+    """A running exchange and a client session to call it like a seller would."""
+
+    def __init__(self, config: Config, store: Store, ca_file: str | None) -> None:
+        self.app = make_app(config, store, ca_file=ca_file)
+        self.store = store
+        self.url = ""
+        self.session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def engine(self) -> Any:
+        return self.app[EXCHANGE]
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self.session = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def call(self, method: str, path: str, json: Any = None, key: str | None = SELLER_KEY,
+                   data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One request; returns (status, decoded JSON body or raw text)."""
+        assert self.session is not None
+        h = {"Authorization": f"Bearer {key}"} if key else {}
+        if json is not None or data is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        kwargs: dict[str, Any] = {"headers": h}
+        if json is not None:
+            kwargs["json"] = json
+        if data is not None:
+            kwargs["data"] = data
+        async with self.session.request(method, self.url + path, **kwargs) as response:
+            text = await response.text()
+            try:
+                return response.status, await response.json(content_type=None)
+            except ValueError:
+                return response.status, text
+
+    async def ping(self, body: dict[str, Any], key: str | None = SELLER_KEY) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/ping", body, key)
+
+    async def post(self, ping_id: str, lead: dict[str, Any], key: str | None = SELLER_KEY) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/post", {"ping_id": ping_id, "lead": lead}, key)
+
+    async def direct(self, body: dict[str, Any], key: str | None = SELLER_KEY) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/leads", body, key)
+
+    async def trace(self, ping_id: str, key: str | None = SELLER_KEY) -> tuple[int, Any]:
+        return await self.call("GET", f"/v1/pings/{ping_id}", key=key)
+
+
+ExchangeFactory = Callable[..., Awaitable[Exchange]]
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[ExchangeFactory]:
+    """``await exchange(config_dict, store=None, ca_file=None)`` starts one; all stop after the test."""
+    started: list[Exchange] = []
+
+    async def start(config: dict[str, Any], store: Store | None = None, ca_file: str | None = None) -> Exchange:
+        running = Exchange(from_dict(copy.deepcopy(config)), store or MemoryStore(), ca_file)
+        await running.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in reversed(started):
+        await running.stop()
+
+
+PING = {"vertical": "auto", "zip": "90210", "state": "CA", "quality_score": 80}
+LEAD = {"first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com", "phone": "(415) 555-0134",
+        "zip": "90210"}
