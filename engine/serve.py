@@ -16,10 +16,11 @@ import uvloop
 from aiohttp import web
 
 from . import logs
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, Exchange, load
 from .server import drain, make_app
 from .store.base import Store, StoreUnavailable
 from .store.memory import MemoryStore
+from .workers import Supervisor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", default=None, help="certificate chain (PEM) to answer sellers over HTTPS")
     parser.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
     parser.add_argument("--ca-file", default=None, help="CA bundle to verify https:// buyers (default: system)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,13 +44,20 @@ def run(args: argparse.Namespace) -> int:
         for path, reason in exc.errors:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 2
-    if args.workers != 1:
-        print("pingpost: --workers above 1 needs --redis (workers must share caps and pings)", file=sys.stderr)
+    if args.workers < 1:
+        print("pingpost: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.redis:
+        print("pingpost: --workers above 1 needs --redis URL: workers must share caps, benches and pings",
+              file=sys.stderr)
         return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("pingpost: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     try:
+        if args.workers > 1:
+            uvloop.run(check_store(args.redis))
+            return uvloop.run(Supervisor(args).run())
         return uvloop.run(serve(config, args))
     except StoreUnavailable as exc:
         print(f"pingpost: cannot reach the store: {exc}", file=sys.stderr)
@@ -63,6 +72,13 @@ def make_store(redis_url: str | None) -> Store:
     return RedisStore(redis_url)
 
 
+async def check_store(redis_url: str) -> None:
+    """Fail before starting workers when the shared store cannot be reached."""
+    store = make_store(redis_url)
+    await store.start([], Exchange())
+    await store.close()
+
+
 async def serve(config: Config, args: argparse.Namespace) -> int:
     tls = None
     if args.tls_cert:
@@ -72,10 +88,11 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096, reuse_port=args.reuse_port)
     await site.start()
     scheme = "https" if tls else "http"
-    print(f"listening on {scheme}://{args.host}:{args.port}", flush=True)
+    port = runner.addresses[0][1]
+    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,31 @@
+# The two Quick start commands: `make demo` and `make test`. Each sets up what it needs
+# (a virtualenv with the package built, redis-server for the tests) and then runs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench setup redis
+
+demo: $(STAMP)
+	$(BIN)/pingpost demo
+
+test: $(STAMP) redis
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/pytest bench/ --benchmark-only
+
+setup: $(STAMP)
+
+# Re-installs when the package metadata or the Cython sources change, so the compiled
+# hot path is never stale.
+$(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+redis:
+	@scripts/ensure-redis
