@@ -1,7 +1,8 @@
 """The ``pingpost`` command: ``serve``, ``buyers``, ``demo``.
 
 Each subcommand lives in its own module, which contributes ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them together.
+``run(args) -> int``; this file only wires them together, importing just the module of
+the command being run (so ``serve`` does not pay for the demo's imports).
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="pingpost", description="A ping-post lead exchange.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__)
-        command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                             help="log verbosity (default: info)")
-        module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            command.description = module.__doc__
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+            command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                                 help="log verbosity (default: info)")
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 
