@@ -15,10 +15,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-import aiohttp
 import msgspec
 
-from . import money
+from . import http1, money
 from .config import Campaign
 from .schema import BidAnswer, BuyerPing, BuyerPost, PingFields, PostAnswer
 
@@ -123,75 +122,53 @@ def clean_reason(reason: str | None) -> str:
 # I/O ------------------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BuyerClient:
-    """One keep-alive session per worker for every buyer call.
+    """Every buyer call of one worker, over one lean keep-alive client (``http1``).
 
-    The connector has no pool limit, so a ping never queues behind other pings; every call
-    carries its own deadline and a cancelled call closes its connection instead of returning
-    it to the pool half-read.
+    Pools have no size limit, so a ping never queues behind other pings; every call carries
+    its own deadline, and a call cut short aborts its connection instead of returning it
+    to the pool half-read. Request heads are built once per campaign and URL.
     """
 
     def __init__(self, ca_file: str | None = None) -> None:
-        self._ssl = ssl.create_default_context(cafile=ca_file)
-        self._session: aiohttp.ClientSession | None = None
-        self._headers: dict[str, dict[str, str]] = {}
+        self._http = http1.Client(ssl.create_default_context(cafile=ca_file), MAX_ANSWER)
+        self._targets: dict[tuple[str, str], http1.Target] = {}
 
     async def start(self, campaigns: Iterable[Campaign]) -> None:
         self.learn(campaigns)
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=self._ssl, keepalive_timeout=30,
-                                         ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                              skip_auto_headers=("User-Agent",))
 
     def learn(self, campaigns: Iterable[Campaign]) -> None:
-        """Pre-build each campaign's request headers once per config."""
-        self._headers = {c.id: {**c.headers, "Content-Type": "application/json"} for c in campaigns}
+        """Pre-build each campaign's request heads once per config."""
+        targets = {}
+        for c in campaigns:
+            headers = {**c.headers, "Content-Type": "application/json"}
+            for url in (c.ping_url, c.post_url):
+                if url is not None:
+                    targets[(c.id, url)] = http1.Target.of(url, headers)
+        self._targets = targets
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._http.close()
 
     async def call(self, campaign_id: str, url: str, body: bytes, timeout_s: float) -> Answer:
         """POST ``body``; never raises: a failure becomes ``Answer.failure``."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer = Answer()
-        if timeout_s <= 0:
-            answer.failure = "timeout"
-            return answer
-        assert self._session is not None, "BuyerClient.start() was not awaited"
         try:
+            if timeout_s <= 0:
+                raise TimeoutError
             async with asyncio.timeout(timeout_s):
-                async with self._session.post(url, data=body, headers=self._headers[campaign_id],
-                                              allow_redirects=False) as response:
-                    answer.status = response.status
-                    if (response.content_length or 0) > MAX_ANSWER:
-                        raise _TooLarge
-                    answer.body = await _read_capped(response.content)
+                answer.status, answer.body = await self._http.post(self._targets[(campaign_id, url)], body)
         except TimeoutError:
             answer.failure = "timeout"
-        except _TooLarge:
+        except http1.TooLarge:
             answer.failure = "error:too_large"
-        except aiohttp.ClientSSLError:
+        except ssl.SSLError:
             answer.failure = "error:tls"
-        except (aiohttp.ClientConnectorError, ConnectionError):
-            answer.failure = "error:connection"
-        except (aiohttp.ClientError, OSError, ValueError):
+        except http1.ProtocolError:
             answer.failure = "error:protocol"
+        except OSError:
+            answer.failure = "error:connection"
         answer.ms = round((loop.time() - started) * 1000, 2)
         return answer
-
-
-async def _read_capped(stream: aiohttp.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_any():
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
