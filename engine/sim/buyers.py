@@ -133,7 +133,8 @@ def _http(status: bytes, body: bytes = b"") -> bytes:
 
 
 _NO_BIDS = (_http(b"204 No Content"), _http(b"200 OK", b'{"bid":0}'))
-_ERRORS = (_http(b"500 Internal Server Error", b'{"error":"simulated failure"}'), _http(b"200 OK", b'{"bid": 1.5, "bid_'))
+_ERRORS = (_http(b"500 Internal Server Error", b'{"error":"simulated failure"}'),
+           _http(b"200 OK", b'{"bid": 1.5, "bid_'))
 _REJECTS = tuple(_http(b"200 OK", b'{"accepted":false,"reason":"%s"}' % reason)
                  for reason in (b"duplicate", b"outside_service_area", b"invalid_phone", b"cap_reached"))
 _NOT_FOUND = _http(b"404 Not Found", b'{"error":"unknown campaign"}')
