@@ -193,16 +193,18 @@ class Exchange:
         try:
             await self._offer_in_turn(seller, record, lead, deadline, result)
         finally:
-            # Even when the cascade is cut short, what happened is recorded and the lock freed.
-            await self.store.finish_post(record.ping_id, result)
+            # Even when the cascade is cut short, what happened is logged first (the sale
+            # survives in the log if the store is lost), then recorded and the lock freed.
             elapsed = loop.time() - started
             self.metrics.post_seconds.observe(elapsed)
             self.metrics.leads.labels(result.status).inc()
             log.info("post", extra={"event": {
                 "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
-                "status": result.status, "attempts": result.attempts,
+                "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,
+                "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
                 "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
                 "post_ms": round(elapsed * 1000, 2)}})
+            await self.store.finish_post(record.ping_id, result)
         return result
 
     async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, deadline: float,
