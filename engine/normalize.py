@@ -20,7 +20,7 @@ US_STATES = frozenset(
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _NON_DIGITS = re.compile(r"\D")
-_PHONE_PUNCTUATION = re.compile(r"^[\d\s().+\-]+$")
+_PHONE_PUNCTUATION = re.compile(r"^[\d\s().+\-]+$", re.ASCII)  # ASCII: "٤١٥..." is not a US number
 
 
 def zip5(zip_code: str) -> str:
