@@ -86,8 +86,7 @@ class Exchange:
     # Ping --------------------------------------------------------------------------------
 
     async def ping(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None) -> PingRecord:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         budget_ms = self.config.exchange.auction_timeout_ms
         if timeout_ms is not None:
             budget_ms = min(budget_ms, timeout_ms)
@@ -114,20 +113,20 @@ class Exchange:
                 outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
                                               bid=money.to_amount(fixed), ms=0.0)
                 continue
-            remaining_ms = int((deadline - loop.time()) * 1000)
+            remaining_ms = int((deadline - time.perf_counter()) * 1000)
             tmax = min(c.timeout_ms, remaining_ms)
             body = ping_body(ping, ping_id, c.id, seller_id, test, tmax)
             calls[i] = asyncio.ensure_future(self.client.call(c.id, c.ping_url, body, tmax / 1000))  # type: ignore[arg-type]
         timed_out: list[str] = []
         if calls:
-            done, pending = await asyncio.wait(calls.values(), timeout=max(deadline - loop.time(), 0))
+            done, pending = await asyncio.wait(calls.values(), timeout=max(deadline - time.perf_counter(), 0))
             for task in pending:
                 task.cancel()
             for i, task in calls.items():
                 c = campaigns[i]
                 # A call still pending at the deadline is a timeout, whatever its own limit.
                 result = read_bid(task.result()) if task in done else None
-                ms = task.result().ms if task in done else round((loop.time() - started) * 1000, 2)
+                ms = task.result().ms if task in done else round((time.perf_counter() - started) * 1000, 2)
                 outcome = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer,
                                           outcome=result.outcome if result else "timeout", ms=ms)
                 if result is not None and result.cents is not None:
@@ -143,7 +142,7 @@ class Exchange:
         for bid in dropped:
             outcomes[bid.campaign].outcome = "below_min_bid"
         price = money.apply_share(ranked[0].cents, seller.share) if ranked else None
-        auction_ms = round((loop.time() - started) * 1000, 2)
+        auction_ms = round((time.perf_counter() - started) * 1000, 2)
         record = PingRecord(
             ping_id=ping_id, seller_id=seller_id, test=test, created_at=now,
             expires_at=now + self.config.exchange.ping_ttl_s, auction_ms=auction_ms, ping=ping,
@@ -186,8 +185,7 @@ class Exchange:
         return record, await self._cascade(seller, record, lead)
 
     async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead) -> PostRecord:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         deadline = started + self.config.exchange.post_timeout_ms / 1000
         result = PostRecord(status="unsold", attempts=0, offers=[])
         try:
@@ -195,7 +193,7 @@ class Exchange:
         finally:
             # Even when the cascade is cut short, what happened is logged first (the sale
             # survives in the log if the store is lost), then recorded and the lock freed.
-            elapsed = loop.time() - started
+            elapsed = time.perf_counter() - started
             self.metrics.post_seconds.observe(elapsed)
             self.metrics.leads.labels(result.status).inc()
             log.info("post", extra={"event": {
@@ -209,7 +207,6 @@ class Exchange:
 
     async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, deadline: float,
                              result: PostRecord) -> None:
-        loop = asyncio.get_running_loop()
         keys = lead_keys(lead)
         bidders = [self.campaigns[b.campaign_id].buyer for b in record.bids if b.campaign_id in self.campaigns]
         dedupe = [b for b in dict.fromkeys(bidders) if self.buyers[b].dedupe_days > 0]
@@ -224,7 +221,7 @@ class Exchange:
             result.offers.append(offer)
             if campaign.buyer in duplicates:
                 continue
-            remaining = deadline - loop.time()
+            remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 offer.outcome = "skipped:post_deadline"
                 continue
