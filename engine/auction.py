@@ -166,6 +166,8 @@ class Exchange:
         opened = await self.store.open_post(ping_id, self.config.exchange.post_timeout_ms / 1000 + 5)
         record = opened.record
         if record is None or record.seller_id != seller.seller.id:
+            if opened.acquired:  # another seller's try must not hold the owner's lock
+                await self.store.unlock_post(ping_id)
             raise ApiError(404, "not_found", "no such ping for this seller")
         if opened.result is not None:
             return record, opened.result
