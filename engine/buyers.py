@@ -38,6 +38,7 @@ class Answer:
     status: int = 0
     body: bytes = b""
     failure: str | None = None
+    content_type: bytes = b""
     ms: float = 0.0
 
 
@@ -68,20 +69,37 @@ def ping_body(ping: PingFields, ping_id: str, campaign_id: str, seller_id: str, 
     ))
 
 
+def is_json(content_type: bytes) -> bool:
+    """``application/json`` or ``application/<anything>+json``, any case, any parameters."""
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def answer_problem(answer: Answer) -> str | None:
+    """Why an answer cannot be read as a 200 JSON answer (the reason for the trace), or None."""
+    if answer.failure is not None:
+        return answer.failure
+    if answer.status != 200:
+        return f"error:http_{answer.status}"
+    if not is_json(answer.content_type):
+        return "error:content_type"
+    return None
+
+
 def read_bid(answer: Answer) -> BidResult:
     """Every answer but a well-formed bid is a no-bid, with the reason kept for the trace."""
-    if answer.failure is not None:
-        return BidResult(None, None, answer.failure)
-    if answer.status == 204:
+    if answer.status == 204 and answer.failure is None:
         return BidResult(None, None, "no_bid")
-    if answer.status != 200:
-        return BidResult(None, None, f"error:http_{answer.status}")
+    problem = answer_problem(answer)
+    if problem is not None:
+        return BidResult(None, None, problem)
     try:
         parsed = _read_bid_body(answer.body)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+        bad_bid = str(exc).endswith("`$.bid`")
+        return BidResult(None, None, "error:bad_bid" if bad_bid else "error:bad_answer")
     except msgspec.DecodeError:
         return BidResult(None, None, "error:bad_json")
-    except msgspec.ValidationError:
-        return BidResult(None, None, "error:bad_bid")
     bid = parsed.bid
     if bid is None or bid == 0:
         return BidResult(None, parsed.bid_id, "no_bid")
@@ -101,14 +119,15 @@ def post_body(ping_id: str, bid_id: str | None, campaign_id: str, cents: int, te
 
 def read_post(answer: Answer) -> PostResult:
     """Only ``200 {"accepted": true}`` is a sale; anything else is a reject with a reason."""
-    if answer.failure is not None:
-        return PostResult(False, None, "rejected:" + answer.failure)
-    if answer.status != 200:
-        return PostResult(False, None, f"rejected:error:http_{answer.status}")
+    problem = answer_problem(answer)
+    if problem is not None:
+        return PostResult(False, None, "rejected:" + problem)
     try:
         parsed = _read_post_body(answer.body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except msgspec.ValidationError:  # a subclass of DecodeError: test it first
         return PostResult(False, None, "rejected:error:bad_answer")
+    except msgspec.DecodeError:
+        return PostResult(False, None, "rejected:error:bad_json")
     if parsed.accepted:
         return PostResult(True, parsed.lead_id, "accepted")
     return PostResult(False, None, "rejected:" + clean_reason(parsed.reason))
@@ -132,8 +151,8 @@ class BuyerClient:
     """
 
     def __init__(self, ca_file: str | None = None) -> None:
-        self._http = http1.Client(ssl.create_default_context(cafile=ca_file), MAX_ANSWER)
-        self._targets: dict[tuple[str, str], http1.Target] = {}
+        self._http = http1.Client(tls_context(ca_file), MAX_ANSWER)
+        self._targets: dict[tuple[str, str], tuple[http1.Target, bool]] = {}
 
     async def start(self, campaigns: Iterable[Campaign]) -> None:
         self.learn(campaigns)
@@ -143,9 +162,10 @@ class BuyerClient:
         targets = {}
         for c in campaigns:
             headers = {**c.headers, "Content-Type": "application/json"}
-            for url in (c.ping_url, c.post_url):
-                if url is not None:
-                    targets[(c.id, url)] = http1.Target.of(url, headers)
+            if c.ping_url is not None:
+                targets[(c.id, c.ping_url)] = (http1.Target.of(c.ping_url, headers), True)
+            # A lead is never sent twice: no resend on a connection the buyer dropped.
+            targets[(c.id, c.post_url)] = (http1.Target.of(c.post_url, headers), False)
         self._targets = targets
 
     async def close(self) -> None:
@@ -159,7 +179,8 @@ class BuyerClient:
             if timeout_s <= 0:
                 raise TimeoutError
             async with asyncio.timeout(timeout_s):
-                answer.status, answer.body = await self._http.post(self._targets[(campaign_id, url)], body)
+                target, retry = self._targets[(campaign_id, url)]
+                answer.status, answer.content_type, answer.body = await self._http.post(target, body, retry)
         except TimeoutError:
             answer.failure = "timeout"
         except http1.TooLarge:
@@ -168,7 +189,17 @@ class BuyerClient:
             answer.failure = "error:tls"
         except http1.ProtocolError:
             answer.failure = "error:protocol"
+        except ConnectionResetError:
+            answer.failure = "error:reset"
         except OSError:
             answer.failure = "error:connection"
         answer.ms = round((time.perf_counter() - started) * 1000, 2)
         return answer
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify buyers against the system's CAs, plus ``ca_file``'s (a private CA) when given."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context

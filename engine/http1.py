@@ -60,10 +60,11 @@ class _Connection(asyncio.Protocol):
         self.limit = limit
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
         self.chunks: list[bytes] = []
         self.size = 0
         self.status = 0
+        self.content_type = b""
         self.open = False
         self.received = False
 
@@ -83,10 +84,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("upgrade"))
         except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raises: on_body's TooLarge arrives as a parser error.
             if not self.waiter.done():
-                self._fail(ProtocolError(str(exc)))
-        except TooLarge as exc:
-            self._fail(exc)
+                self._fail(TooLarge() if self.size > self.limit else ProtocolError(str(exc)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -97,6 +97,10 @@ class _Connection(asyncio.Protocol):
 
     def on_status(self, status: bytes) -> None:
         self.status = self.parser.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 12 and name.lower() == b"content-type":
+            self.content_type = value
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -111,21 +115,23 @@ class _Connection(asyncio.Protocol):
         if self.status < 200:  # 1xx interim answers are skipped
             self.chunks.clear()
             self.size = 0
+            self.content_type = b""
             return
         if not self.parser.should_keep_alive():
             self.open = False
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result((self.status, b"".join(self.chunks)))
+            waiter.set_result((self.status, self.content_type, b"".join(self.chunks)))
 
     # the client side
 
-    def send(self, head: bytes, body: bytes) -> asyncio.Future[tuple[int, bytes]]:
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[tuple[int, bytes, bytes]]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.chunks = []
         self.size = 0
         self.status = 0
+        self.content_type = b""
         self.received = False
         self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         return self.waiter
@@ -166,11 +172,15 @@ class Client:
                 return connection
         return None
 
-    async def post(self, target: Target, body: bytes) -> tuple[int, bytes]:
-        """Send and read one answer; the caller bounds it with its own deadline.
+    async def post(self, target: Target, body: bytes, retry: bool = True) -> tuple[int, bytes, bytes]:
+        """Send and read one answer ``(status, content type, body)``; the caller bounds it
+        with its own deadline.
 
         A reused connection that the buyer closed while idle fails before any byte of an
-        answer arrives; such a request is sent again once on a fresh connection.
+        answer arrives; with ``retry`` such a request is sent again once on a fresh
+        connection. A buyer that read the request and then dropped the connection cannot
+        be told apart from that, so a request that must not arrive twice (a lead) passes
+        ``retry=False``.
         """
         connection = self._idle(target.origin)
         reused = connection is not None
@@ -180,7 +190,7 @@ class Client:
             try:
                 answer = await connection.send(target.head, body)
             except ConnectionResetError:
-                if not reused or connection.received:
+                if not retry or not reused or connection.received:
                     raise
                 connection = await self._connect(target.origin)
                 answer = await connection.send(target.head, body)

@@ -1,0 +1,200 @@
+"""Every way a buyer can misbehave, on ping and on post, one table row each.
+
+A misbehaving campaign sits next to a well-behaved one. Whatever the bad one does, the
+seller gets its answer in time, the trace records the exact reason, the bad campaign never
+wins, and on post the cascade moves on to the next bidder. The reasons are the ones listed
+in docs/buyer-protocol.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import LEAD, PING, accept, base_config, bid
+from tests.helpers_raw import (RawBuyer, Script, answer, close_midway, closed_port_url, garbage, hang, raw_buyer,
+                               reset, trickle)
+
+__all__ = ["raw_buyer"]
+
+TIMEOUT_MS = 200        # the bad campaign's ping timeout
+POST_TIMEOUT_MS = 300   # its post timeout
+AUCTION_MS = 1000
+SLACK_S = 0.3           # the exchange's own overhead, generously
+
+BIG = b'{"bid": 9.99, "pad": "' + b"x" * (70 * 1024) + b'"}'
+BIG_ACCEPT = b'{"accepted": true, "pad": "' + b"x" * (70 * 1024) + b'"}'
+
+
+def rows(*items: tuple[str, Script, str]) -> list[Any]:
+    return [pytest.param(script, reason, id=name) for name, script, reason in items]
+
+
+PING_FAULTS = rows(
+    ("http_500", answer(500, {"bid": 9.99}), "error:http_500"),
+    ("http_404", answer(404, "no such page", "text/plain"), "error:http_404"),
+    ("redirect_302", answer(302, b"", None, {"Location": "/elsewhere"}), "error:http_302"),
+    ("http_201", answer(201, {"bid": 9.99}), "error:http_201"),
+    ("bad_json", answer(200, '{"bid": 9.99'), "error:bad_json"),
+    ("empty_200", answer(200, b""), "error:bad_json"),
+    ("non_object_json", answer(200, [9.99]), "error:bad_answer"),
+    ("json_string", answer(200, '"9.99"'), "error:bad_answer"),
+    ("bid_id_not_string", answer(200, {"bid": 9.99, "bid_id": 5}), "error:bad_answer"),
+    ("string_bid", answer(200, {"bid": "9.99"}), "error:bad_bid"),
+    ("negative_bid", answer(200, {"bid": -9.99}), "error:bad_bid"),
+    ("huge_exponent", answer(200, '{"bid": 1e999}'), "error:bad_bid"),
+    ("nan_literal", answer(200, '{"bid": NaN}'), "error:bad_json"),
+    ("infinity_literal", answer(200, '{"bid": Infinity}'), "error:bad_json"),
+    ("nan_string", answer(200, {"bid": "NaN"}), "error:bad_bid"),
+    ("bool_bid", answer(200, {"bid": True}), "error:bad_bid"),
+    ("too_large", answer(200, BIG), "error:too_large"),
+    ("too_large_chunked", answer(200, BIG, length=False), "error:too_large"),
+    ("reset", reset, "error:reset"),
+    ("closed_midway", close_midway, "error:reset"),
+    ("not_http", garbage, "error:protocol"),
+    ("silent", hang, "timeout"),
+    ("slow_headers", answer(200, {"bid": 9.99}, delay=0.5), "timeout"),
+    ("slow_trickle", trickle(b'{"bid": 9.99}', 0.05), "timeout"),
+    ("wrong_content_type", answer(200, {"bid": 9.99}, "text/html"), "error:content_type"),
+    ("no_content_type", answer(200, {"bid": 9.99}, None), "error:content_type"),
+    ("no_content_204", answer(204, None, None), "no_bid"),
+    ("bid_zero", answer(200, {"bid": 0}), "no_bid"),
+    ("bid_null", answer(200, {"bid": None, "bid_id": "n1"}), "no_bid"),
+    ("bid_missing", answer(200, {}), "no_bid"),
+    ("bid_below_a_cent", answer(200, {"bid": 0.004}), "no_bid"),
+)
+
+POST_FAULTS = rows(
+    ("http_500", answer(500, {"accepted": True}), "rejected:error:http_500"),
+    ("http_404", answer(404, "no such page", "text/plain"), "rejected:error:http_404"),
+    ("redirect_302", answer(302, b"", None, {"Location": "/elsewhere"}), "rejected:error:http_302"),
+    ("http_201", answer(201, {"accepted": True}), "rejected:error:http_201"),
+    ("no_content_204", answer(204, None, None), "rejected:error:http_204"),
+    ("bad_json", answer(200, '{"accepted": tru'), "rejected:error:bad_json"),
+    ("empty_200", answer(200, b""), "rejected:error:bad_json"),
+    ("non_object_json", answer(200, [True]), "rejected:error:bad_answer"),
+    ("accepted_string", answer(200, {"accepted": "true"}), "rejected:error:bad_answer"),
+    ("accepted_missing", answer(200, {"lead_id": "x"}), "rejected:error:bad_answer"),
+    ("too_large", answer(200, BIG_ACCEPT), "rejected:error:too_large"),
+    ("too_large_chunked", answer(200, BIG_ACCEPT, length=False), "rejected:error:too_large"),
+    ("reset", reset, "rejected:error:reset"),
+    ("closed_midway", close_midway, "rejected:error:reset"),
+    ("not_http", garbage, "rejected:error:protocol"),
+    ("silent", hang, "rejected:timeout"),
+    ("slow_trickle", trickle(b'{"accepted": true}', 0.05), "rejected:timeout"),
+    ("wrong_content_type", answer(200, {"accepted": True}, "text/plain"), "rejected:error:content_type"),
+    ("reject_with_reason", answer(200, {"accepted": False, "reason": "dup lead!"}), "rejected:dup_lead"),
+    ("reject_without_reason", answer(200, {"accepted": False}), "rejected:unspecified"),
+)
+
+
+def two_campaigns(buyers: Any, raw: RawBuyer, bad_ping: str, bad_post: str) -> dict[str, Any]:
+    return base_config(
+        buyers,
+        {"id": "bad", "buyer": "b1", "ping_url": bad_ping, "post_url": bad_post, "timeout_ms": TIMEOUT_MS,
+         "post_timeout_ms": POST_TIMEOUT_MS},
+        {"id": "good", "buyer": "b2", "timeout_ms": TIMEOUT_MS, "post_timeout_ms": POST_TIMEOUT_MS},
+        auction_timeout_ms=AUCTION_MS, bench_after_timeouts=0,
+    )
+
+
+async def timed_ping(ex: Any) -> tuple[int, Any, float]:
+    started = time.monotonic()
+    status, body = await ex.ping(PING)
+    return status, body, time.monotonic() - started
+
+
+def outcome_of(trace: dict[str, Any], campaign_id: str) -> dict[str, Any]:
+    return next(c for c in trace["campaigns"] if c["campaign_id"] == campaign_id)
+
+
+@pytest.mark.parametrize("script, reason", PING_FAULTS)
+async def test_ping_fault(buyers, exchange, raw_buyer, script, reason):
+    buyers.script("good", ping=bid(1.00, "g1"), post=accept("g-lead"))
+    bad_ping = raw_buyer.script("ping", script)
+    bad_post = raw_buyer.script("post", answer(200, {"accepted": True}))
+    ex = await exchange(two_campaigns(buyers, raw_buyer, bad_ping, bad_post))
+
+    status, answered, elapsed = await timed_ping(ex)
+    assert status == 200, answered
+    assert elapsed < AUCTION_MS / 1000 + SLACK_S
+    assert answered["status"] == "bid" and answered["price"] == 1.0, "the good campaign wins, the bad never"
+
+    status, trace = await ex.trace(answered["ping_id"])
+    assert status == 200
+    bad = outcome_of(trace, "bad")
+    assert bad["outcome"] == reason
+    assert "bid" not in bad
+    assert outcome_of(trace, "good")["outcome"] == "bid"
+    assert len(raw_buyer.requests["/ping"]) == 1
+
+    status, sold = await ex.post(answered["ping_id"], LEAD)
+    assert status == 200 and sold["status"] == "sold" and sold["attempts"] == 1 and sold["price"] == 1.0
+    assert "/post" not in raw_buyer.requests, "a campaign without a valid bid is never offered the lead"
+
+
+@pytest.mark.parametrize("script, reason", POST_FAULTS)
+async def test_post_fault(buyers, exchange, raw_buyer, script, reason):
+    buyers.script("good", ping=bid(3.00, "g1"), post=accept("g-lead"))
+    bad_ping = raw_buyer.script("ping", answer(200, {"bid": 5.00, "bid_id": "b1"}))
+    bad_post = raw_buyer.script("post", script)
+    ex = await exchange(two_campaigns(buyers, raw_buyer, bad_ping, bad_post))
+
+    status, answered, _ = await timed_ping(ex)
+    assert status == 200 and answered["price"] == 5.0
+
+    started = time.monotonic()
+    status, sold = await ex.post(answered["ping_id"], LEAD)
+    assert status == 200, sold
+    assert time.monotonic() - started < POST_TIMEOUT_MS / 1000 + 1.0
+    assert sold["status"] == "sold" and sold["price"] == 3.0 and sold["attempts"] == 2, "the cascade moves on"
+    assert len(raw_buyer.requests["/post"]) == 1
+
+    status, trace = await ex.trace(answered["ping_id"])
+    offers = trace["post"]["offers"]
+    assert [o["campaign_id"] for o in offers] == ["bad", "good"]
+    assert offers[0]["outcome"] == reason
+    assert offers[1]["outcome"] == "accepted"
+
+
+async def test_unreachable_buyer(buyers, exchange):
+    """Nothing listens at the campaign's URLs: error:connection on ping and on post."""
+    dead = closed_port_url()
+    buyers.script("good", ping=bid(1.00), post=accept())
+    buyers.script("fixed", post=accept())
+    config = base_config(
+        buyers,
+        {"id": "dead", "ping_url": dead, "post_url": dead, "timeout_ms": TIMEOUT_MS},
+        {"id": "dead_fixed", "buyer": "b3", "ping_url": None, "fixed_price": 9.0, "post_url": dead},
+        {"id": "good", "buyer": "b2", "timeout_ms": TIMEOUT_MS},
+        auction_timeout_ms=AUCTION_MS)
+    ex = await exchange(config)
+    status, answered, elapsed = await timed_ping(ex)
+    assert status == 200 and answered["price"] == 9.0 and elapsed < 1.0
+    _, trace = await ex.trace(answered["ping_id"])
+    assert outcome_of(trace, "dead")["outcome"] == "error:connection"
+
+    status, sold = await ex.post(answered["ping_id"], LEAD)
+    assert status == 200 and sold["status"] == "sold" and sold["price"] == 1.0 and sold["attempts"] == 2
+    _, trace = await ex.trace(answered["ping_id"])
+    assert [o["outcome"] for o in trace["post"]["offers"]] == ["rejected:error:connection", "accepted"]
+
+
+async def test_every_campaign_misbehaves_at_once(buyers, exchange, raw_buyer):
+    """All the faults in one auction: the seller still gets a no_bid within the deadline."""
+    campaigns = []
+    expected = {}
+    for i, param in enumerate(PING_FAULTS):
+        script, reason = param.values
+        cid = f"c{i}"
+        url = raw_buyer.script(cid, script)
+        campaigns.append({"id": cid, "ping_url": url, "post_url": url, "timeout_ms": TIMEOUT_MS})
+        expected[cid] = reason
+    ex = await exchange(base_config(buyers, *campaigns, auction_timeout_ms=AUCTION_MS, bench_after_timeouts=0))
+    status, answered, elapsed = await timed_ping(ex)
+    assert status == 200 and answered["status"] == "no_bid", answered
+    assert elapsed < TIMEOUT_MS / 1000 + SLACK_S + 0.2
+    _, trace = await ex.trace(answered["ping_id"])
+    assert {c["campaign_id"]: c["outcome"] for c in trace["campaigns"]} == expected
