@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -264,7 +268,38 @@ def test_summary_counts_and_percentiles() -> None:
               traffic.Call(kind="direct", http_status=200, ms=1, outcome="sold", price=0.29),
               traffic.Call(kind="post", http_status=410, ms=1, outcome="410:ping_expired")]
     summary = traffic.summarize(calls)
-    assert (summary.pings, summary.bids, summary.posts, summary.sold, summary.failures) == (100, 50, 3, 2, 1)
+    assert (summary.pings, summary.bids, summary.posts, summary.sold) == (100, 50, 3, 2)
+    assert summary.failures == {"410:ping_expired": 1}
     assert summary.revenue == 2.39 and summary.bid_rate == 0.5
     assert (summary.auction_p50_ms, summary.auction_p99_ms) == (50, 99)
     assert traffic.percentile([], 50) is None
+
+
+# The command --------------------------------------------------------------------------------
+
+
+def test_buyers_command_serves_until_sigterm(tmp_path: Any) -> None:
+    profile = tmp_path / "profile.json"
+    profile.write_text('{"default": {"latency_ms": 1}, "campaigns": [{"id": "c9", "no_bid_rate": 0}]}')
+    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "buyers", "--port", "0", "--profile", str(profile),
+                                "--bid-min", "3", "--bid-max", "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        found = re.fullmatch(r"buyers listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert found, line
+        request = urllib.request.Request(found.group(1) + "/c9/ping", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.read().startswith(b'{"bid":3.00,')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_buyers_command_refuses_a_bad_profile(tmp_path: Any) -> None:
+    profile = tmp_path / "profile.toml"
+    profile.write_text('[default]\nreject_rate = -1\n')
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "buyers", "--profile", str(profile)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "default.reject_rate" in done.stderr

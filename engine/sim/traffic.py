@@ -16,6 +16,7 @@ import itertools
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -214,7 +215,7 @@ class Summary(Struct, kw_only=True):
     posts: int            #: post and direct-post calls
     sold: int
     revenue: float        #: sum of the prices the seller was paid, dollars
-    failures: int         #: calls without a 200
+    failures: dict[str, int]  #: outcome -> count, of the calls without a 200
     auction_p50_ms: float | None   #: from the exchange's ``auction_ms``
     auction_p99_ms: float | None
     ping_p50_ms: float | None      #: round trip seen by the seller
@@ -235,7 +236,7 @@ def summarize(calls: Iterable[Call]) -> Summary:
     return Summary(
         pings=len(pings), bids=sum(c.outcome == "bid" for c in pings), posts=len(posts), sold=len(sold),
         revenue=sum(round((c.price or 0) * 100) for c in sold) / 100,
-        failures=sum(c.http_status != 200 for c in calls),
+        failures=dict(Counter(c.outcome for c in calls if c.http_status != 200).most_common()),
         auction_p50_ms=percentile(auction, 50), auction_p99_ms=percentile(auction, 99),
         ping_p50_ms=percentile(round_trips, 50), ping_p99_ms=percentile(round_trips, 99),
     )
