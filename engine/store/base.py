@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .. import money
 from ..config import Campaign, Exchange, zone
-from ..targeting import OPEN
+from ..targeting import BENCHED, CAPPED, OPEN
 from ..trace import PingRecord, PostRecord
 
 
@@ -44,13 +44,28 @@ class Limits:
     def of(cls, campaign: Campaign) -> "Limits":
         return cls(campaign.caps.hourly, campaign.caps.daily, money.to_cents(campaign.caps.daily_budget))
 
+    def exceeded(self, hour: int, day: int, cents_today: int, cents: int) -> bool:
+        """Would one more lead worth ``cents`` pass a cap, on top of what is counted? With
+        ``cents=1`` this is "the campaign is at a cap", the test the view uses. The Redis
+        store's reserve script makes the same test."""
+        return bool((self.hourly and hour + 1 > self.hourly) or (self.daily and day + 1 > self.daily)
+                    or (self.budget_cents and cents_today + cents > self.budget_cents))
+
+    def block(self, benched: bool, hour: int, day: int, cents_today: int) -> int:
+        """The view's byte for a campaign with these counts, the same for every store."""
+        return BENCHED if benched else CAPPED if self.exceeded(hour, day, cents_today, 1) else OPEN
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
+    """One lead counted against a campaign's caps until it is committed or released;
+    ``token`` tells a shared store's reservations apart."""
+
     campaign_id: str
     cents: int
     hour: str
     day: str
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,10 @@ class OpenedPost:
 
 class Store(ABC):
     """Shared state. ``blocks[i]`` and ``last_bids[i]`` follow ``campaign_ids[i]``."""
+
+    #: Pause between refreshes; a store whose refresh costs a round trip pauses less so
+    #: the view still stays within ``REFRESH_S``.
+    refresh_s: float = REFRESH_S
 
     def __init__(self) -> None:
         self.campaign_ids: list[str] = []
@@ -89,7 +108,7 @@ class Store(ABC):
     async def _refresh_forever(self) -> None:
         """Keep the view within ``REFRESH_S`` of the truth; a failed refresh is retried next tick."""
         while True:
-            await asyncio.sleep(REFRESH_S)
+            await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
             except StoreUnavailable:

@@ -10,7 +10,7 @@ import heapq
 from collections import defaultdict, deque
 from typing import Sequence
 
-from ..targeting import BENCHED, CAPPED, OPEN
+from ..targeting import BENCHED
 from ..trace import PingRecord, PostRecord
 from .base import OpenedPost, Reservation, Store, clock
 
@@ -71,18 +71,14 @@ class MemoryStore(Store):
     def _keys(self, campaign_id: str, hour: str, day: str) -> tuple[tuple[str, str], ...]:
         return (campaign_id, "h" + hour), (campaign_id, "d" + day), (campaign_id, "b" + day)
 
-    def _exceeds(self, i: int, hour: str, day: str, cents: int) -> bool:
-        """Would one more lead worth ``cents`` pass a cap? With ``cents=1`` this is
-        "the campaign is at a cap", the test the view uses."""
-        limits = self.limits[i]
+    def _counted(self, i: int, hour: str, day: str) -> tuple[int, int, int]:
         h, d, b = (self._counts.get(k, 0) for k in self._keys(self.campaign_ids[i], hour, day))
-        return bool((limits.hourly and h + 1 > limits.hourly) or (limits.daily and d + 1 > limits.daily)
-                    or (limits.budget_cents and b + cents > limits.budget_cents))
+        return h, d, b
 
     async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
         i = self.index_of(campaign_id)
         hour, day = self.buckets(now)
-        if self._exceeds(i, hour, day, cents):
+        if self.limits[i].exceeded(*self._counted(i, hour, day), cents):
             return None
         hk, dk, bk = self._keys(campaign_id, hour, day)
         self._counts[hk] += 1
@@ -112,12 +108,8 @@ class MemoryStore(Store):
             self._dupes[(buyer_id, key)] = until
 
     def _update_block(self, i: int, hour: str, day: str, now: float) -> None:
-        if self._benched_until.get(self.campaign_ids[i], 0.0) > now:
-            self.blocks[i] = BENCHED
-        elif self._exceeds(i, hour, day, 1):
-            self.blocks[i] = CAPPED
-        else:
-            self.blocks[i] = OPEN
+        benched = self._benched_until.get(self.campaign_ids[i], 0.0) > now
+        self.blocks[i] = self.limits[i].block(benched, *self._counted(i, hour, day))
 
     async def refresh(self) -> None:
         now = clock()

@@ -1,0 +1,40 @@
+-- Shared by view, reserve and settle. KEYS (one hash tag per campaign):
+-- [1] leads this hour, [2] leads today, [3] cents today,
+-- [4] open reservations (member "token|hour|day|cents", score = deadline in ms), [5] bench flag.
+-- Counters outlive their bucket so a settle that arrives late still finds them.
+local HOUR_TTL, DAY_TTL = 7200, 172800
+
+local function add(key, n, ttl)
+  if n ~= 0 then
+    redis.call('INCRBY', key, n)
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+
+local function count(hour_n, day_n, cents)
+  add(KEYS[1], hour_n, HOUR_TTL)
+  add(KEYS[2], day_n, DAY_TTL)
+  add(KEYS[3], cents, DAY_TTL)
+end
+
+-- Give back reservations nobody settled before their deadline (the worker died or lost
+-- Redis), so a lost worker cannot hold a campaign's cap for ever. Only counts in the
+-- current buckets matter; older buckets are past and just expire.
+local function sweep(hour, day, now)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  for _, member in ipairs(dead) do
+    local h, d, cents = string.match(member, '^[^|]*|([^|]*)|([^|]*)|(%d+)$')
+    if d == day then
+      count(h == hour and -1 or 0, -1, -tonumber(cents))
+    end
+  end
+  if #dead > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  end
+end
+
+-- {leads this hour, leads today, cents today, 1 if benched}
+local function state()
+  local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+  return {tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0), redis.call('EXISTS', KEYS[5])}
+end

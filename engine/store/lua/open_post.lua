@@ -1,0 +1,13 @@
+-- Fetch a ping for posting and take its post lock, unless a post finished or is running.
+-- KEYS: record, post result, post lock. ARGV: lock ms.
+-- Returns {} for an unknown ping, else {record, result or nil, 1 if the lock was taken}.
+local rec = redis.call('GET', KEYS[1])
+if not rec then
+  return {}
+end
+local post = redis.call('GET', KEYS[2])
+if post then
+  return {rec, post, 0}
+end
+local taken = redis.call('SET', KEYS[3], 1, 'NX', 'PX', ARGV[1])
+return {rec, false, taken and 1 or 0}

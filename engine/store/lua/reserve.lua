@@ -1,0 +1,14 @@
+-- Count one lead against the campaign's caps unless it would pass one (0 = no cap; the
+-- same test as engine.store.base.Limits.exceeded). ARGV: hour, day, cents, hourly, daily,
+-- budget cents, reservation member, hold ms. Returns {1 if reserved, state after}.
+local now = now_ms()
+sweep(ARGV[1], ARGV[2], now)
+local s = state()
+local cents, hourly, daily, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if (hourly > 0 and s[1] + 1 > hourly) or (daily > 0 and s[2] + 1 > daily)
+    or (budget > 0 and s[3] + cents > budget) then
+  return {0, s[1], s[2], s[3], s[4]}
+end
+count(1, 1, cents)
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[8]), ARGV[7])
+return {1, s[1] + 1, s[2] + 1, s[3] + cents, s[4]}

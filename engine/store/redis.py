@@ -1,0 +1,369 @@
+"""The shared store: every worker and host pointing at one Redis (or Redis Cluster).
+
+Three choices carry the design (docs/store.md has the key layout and the cost of each call):
+
+* Every call queues its commands and one flusher task sends all that were queued in the
+  same event-loop turn as a single pipeline. Concurrent pings therefore share a round trip,
+  and a caller that is cancelled only abandons a future: no Redis command is ever cut in
+  half, so no reply is left behind on a pooled connection. What a cancelled call did
+  anyway (a reservation, a post lock) is taken back.
+* Everything that must be atomic is one Lua script over keys of one hash tag, so it runs
+  unchanged on Redis Cluster. Scripts go out as EVALSHA inside the pipeline; after a
+  restart the server has forgotten them and the flusher resends those commands as EVAL.
+* Short timeouts and no retries: a lost Redis shows as ``StoreUnavailable`` within about
+  half a second, a reservation then fails closed, and the refresh loop keeps trying so
+  the store resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Coroutine, Sequence
+from urllib.parse import urlsplit
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionError, NoScriptError,
+                              OutOfMemoryError, ReadOnlyError, RedisClusterException,
+                              TimeoutError as RedisTimeoutError, TryAgainError)
+
+from ..config import Campaign, Exchange
+from ..targeting import BENCHED
+from ..trace import PingRecord, PostRecord
+from .base import OpenedPost, Reservation, Store, StoreUnavailable, clock
+
+SOCKET_TIMEOUT_S = 0.5
+"""Connect and reply timeout of every Redis socket: how long a lost Redis may stall a call."""
+
+DEADLINE_S = 1.0
+"""Backstop for one pipeline, whatever the client library does with a failing node."""
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException, TryAgainError,
+    ReadOnlyError, OutOfMemoryError, OSError, TimeoutError)
+"""Errors that mean "Redis cannot serve us now" (down, failing over, full) rather than
+"this command is wrong"."""
+
+Command = tuple[Any, ...]
+Undo = Callable[[list[Any]], Sequence[Command]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    body: bytes
+    sha: str
+
+    @classmethod
+    def load(cls, name: str, *preludes: str) -> "_Script":
+        folder = Path(__file__).with_name("lua")
+        body = "".join((folder / f"{part}.lua").read_text() for part in (*preludes, name)).encode()
+        return cls(body, hashlib.sha1(body).hexdigest())
+
+    def call(self, keys: Sequence[str], *args: Any) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+_CAPS = ("_clock", "_caps")
+OPEN_POST = _Script.load("open_post")
+FINISH_POST = _Script.load("finish_post")
+BENCH = _Script.load("bench", "_clock")
+VIEW = _Script.load("view", *_CAPS)
+RESERVE = _Script.load("reserve", *_CAPS)
+SETTLE = _Script.load("settle", *_CAPS)
+_BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, VIEW, RESERVE, SETTLE)}
+
+LAST_BIDS = "pp:bids"
+
+
+def _ping_keys(ping_id: str) -> tuple[str, str, str]:
+    """Record, post result and post lock of one ping."""
+    tag = f"pp:{{ping:{ping_id}}}:"
+    return tag + "rec", tag + "post", tag + "lock"
+
+
+def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, str, str, str, str]:
+    """The keys the cap scripts take, in the order lua/_caps.lua names them."""
+    tag = f"pp:{{camp:{campaign_id}}}:"
+    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "bench"
+
+
+def _bench_keys(campaign_id: str) -> tuple[str, str]:
+    tag = f"pp:{{camp:{campaign_id}}}:"
+    return tag + "timeouts", tag + "bench"
+
+
+def _dup_key(buyer_id: str, key: str) -> str:
+    return f"pp:{{dup:{buyer_id}}}:{key}"
+
+
+def _why(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def connect(url: str) -> Redis | RedisCluster:
+    """A client for ``redis://``/``rediss://`` (one server) or ``redis+cluster://host:port``
+    (any node of a cluster; the client learns the others). No retries: a failure must
+    reach the caller as ``StoreUnavailable`` at once, and a retried pipeline could apply a
+    reservation twice."""
+    scheme, sep, rest = url.partition("://")
+    options: dict[str, Any] = dict(socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+                                   retry=Retry(NoBackoff(), 0))
+    if scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(CLUSTER_SCHEMES[scheme] + sep + rest, **options)
+    return Redis.from_url(url, **options)
+
+
+@dataclass(slots=True)
+class _Call:
+    commands: Sequence[Command]
+    future: asyncio.Future[list[Any]]
+
+
+_records = msgspec.msgpack.Decoder(PingRecord)
+_posts = msgspec.msgpack.Decoder(PostRecord)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class RedisStore(Store):
+    """``Store`` on Redis; ``grace_s`` is how long past the post deadline a reservation is
+    kept for a worker that may still settle it before the sweep gives it back."""
+
+    refresh_s = 0.1
+
+    def __init__(self, url: str, *, grace_s: float = 30.0) -> None:
+        super().__init__()
+        self.url = url
+        self.grace_s = grace_s
+        self._client: Redis | RedisCluster | None = None
+        self._queue: list[_Call] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Life --------------------------------------------------------------------------------
+
+    async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
+        self._client = connect(self.url)
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                await self._client.ping()
+        except _DOWN as e:
+            await self._client.aclose()
+            raise StoreUnavailable(f"cannot reach Redis at {redacted(self.url)}: {_why(e)}") from e
+        await super().start(campaigns, exchange)
+
+    async def close(self) -> None:
+        await super().close()
+        while self._queue or self._tasks:
+            await asyncio.gather(asyncio.sleep(0), *self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    # The batcher -------------------------------------------------------------------------
+
+    async def _run(self, *commands: Command, undo: Undo | None = None) -> list[Any]:
+        """Send ``commands`` with whatever else is queued this loop turn; one reply each.
+        ``undo`` maps the replies of a call whose caller was cancelled to the commands that
+        take its effect back."""
+        if not commands:
+            return []
+        loop = asyncio.get_running_loop()
+        call = _Call(commands, loop.create_future())
+        self._queue.append(call)
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        try:
+            return await asyncio.shield(call.future)
+        except asyncio.CancelledError:
+            call.future.add_done_callback(partial(self._abandoned, undo))
+            raise
+
+    def _abandoned(self, undo: Undo | None, future: asyncio.Future[list[Any]]) -> None:
+        """The caller gave up on these replies; take back what its commands did anyway."""
+        if future.exception() is None and undo is not None:
+            self._detach(self._run(*undo(future.result())))
+
+    def _flush(self) -> None:
+        calls, self._queue = self._queue, []
+        self._detach(self._send(calls))
+
+    def _detach(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` to its end whatever happens to the caller; ``close`` waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                replies = await self._pipeline([c for call in calls for c in call.commands])
+        except Exception as e:
+            for call in calls:
+                call.future.set_exception(self._unavailable(e) if isinstance(e, _DOWN) else e)
+            return
+        start = 0
+        for call in calls:
+            mine, start = replies[start:start + len(call.commands)], start + len(call.commands)
+            self._answer(call, mine)
+
+    def _answer(self, call: _Call, replies: list[Any]) -> None:
+        error = next((r for r in replies if isinstance(r, Exception)), None)
+        if isinstance(error, _DOWN):
+            call.future.set_exception(self._unavailable(error))
+        elif error is not None:
+            call.future.set_exception(error)
+        else:
+            call.future.set_result(replies)
+
+    def _unavailable(self, cause: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {redacted(self.url)} did not answer: {_why(cause)}")
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        """One round trip (per node), plus one more only for scripts the server forgot."""
+        assert self._client is not None, "start() the store first"
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        forgotten = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if forgotten:
+            pipe = self._client.pipeline(transaction=False)
+            for i in forgotten:
+                _, sha, *rest = commands[i]
+                pipe.execute_command("EVAL", _BY_SHA[sha].body, *rest)
+            for i, reply in zip(forgotten, await pipe.execute(raise_on_error=False)):
+                replies[i] = reply
+        return replies
+
+    # The ping path -----------------------------------------------------------------------
+
+    async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
+                        bids: Sequence[tuple[str, int]]) -> None:
+        commands: list[Command] = [("SET", _ping_keys(record.ping_id)[0], _encode(record), "PX", _ms(keep_s))]
+        ex = self.exchange
+        counted = list(timed_out) if ex.bench_after_timeouts > 0 else []
+        commands += [BENCH.call(_bench_keys(c), record.ping_id, ex.bench_window_s * 1000,
+                                ex.bench_after_timeouts, ex.bench_duration_s * 1000) for c in counted]
+        if bids:
+            commands.append(("HSET", LAST_BIDS, *(v for bid in bids for v in bid)))
+            for campaign_id, cents in bids:
+                self.last_bids[self.index_of(campaign_id)] = cents
+        replies = await self._run(*commands)
+        for campaign_id, benched in zip(counted, replies[1:]):
+            if benched:
+                self.blocks[self.index_of(campaign_id)] = BENCHED
+
+    async def get_ping(self, ping_id: str) -> PingRecord | None:
+        rec, post = (await self._run(("MGET", *_ping_keys(ping_id)[:2])))[0]
+        return self._record(rec, post)
+
+    @staticmethod
+    def _record(rec: bytes | None, post: bytes | None) -> PingRecord | None:
+        if rec is None:
+            return None
+        record = _records.decode(rec)
+        if post is not None:
+            record.post = _posts.decode(post)
+        return record
+
+    # The post path -----------------------------------------------------------------------
+
+    async def open_post(self, ping_id: str, lock_s: float) -> OpenedPost:
+        keys = _ping_keys(ping_id)
+        (found,) = await self._run(OPEN_POST.call(keys, _ms(lock_s)),
+                                       undo=lambda r: [("DEL", keys[2])] if r[0] and r[0][2] else [])
+        if not found:
+            return OpenedPost(None, None, False)
+        rec, post, acquired = found
+        record = self._record(rec, post)
+        return OpenedPost(record, record.post if record else None, bool(acquired))
+
+    async def finish_post(self, ping_id: str, result: PostRecord) -> None:
+        await self._run(FINISH_POST.call(_ping_keys(ping_id), _encode(result)))
+
+    async def unlock_post(self, ping_id: str) -> None:
+        await self._run(("DEL", _ping_keys(ping_id)[2]))
+
+    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+        i = self.index_of(campaign_id)
+        hour, day = self.buckets(now)
+        limits = self.limits[i]
+        token = f"{secrets.token_hex(8)}|{hour}|{day}|{cents}"
+        reservation = Reservation(campaign_id, cents, hour, day, token)
+        hold_ms = self.exchange.post_timeout_ms + _ms(self.grace_s)
+        ((ok, *state),) = await self._run(
+            RESERVE.call(_cap_keys(campaign_id, hour, day), hour, day, cents,
+                         limits.hourly, limits.daily, limits.budget_cents, token, hold_ms),
+            undo=lambda r: [self._settle(reservation, -1)] if r[0][0] else [])
+        if self._current(hour, day):
+            self._show(i, state)
+        return reservation if ok else None
+
+    async def commit(self, reservation: Reservation) -> None:
+        await self._settled(reservation, 1)
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._settled(reservation, -1)
+
+    @staticmethod
+    def _settle(reservation: Reservation, sign: int) -> Command:
+        r = reservation
+        return SETTLE.call(_cap_keys(r.campaign_id, r.hour, r.day), r.token, r.cents, sign)
+
+    async def _settled(self, reservation: Reservation, sign: int) -> None:
+        (state,) = await self._run(self._settle(reservation, sign))
+        if self._current(reservation.hour, reservation.day):
+            self._show(self.index_of(reservation.campaign_id), state)
+
+    def _current(self, hour: str, day: str) -> bool:
+        return (hour, day) == self.buckets(clock())
+
+    def _show(self, i: int, state: Sequence[int]) -> None:
+        """Put one campaign's counts, as the cap scripts return them, into the view."""
+        h, d, b, benched = state
+        self.blocks[i] = self.limits[i].block(bool(benched), h, d, b)
+
+    async def duplicate_buyers(self, buyer_ids: Sequence[str], keys: Sequence[str]) -> set[str]:
+        buyers = list(buyer_ids) if keys else []
+        found = await self._run(*(("EXISTS", *(_dup_key(b, k) for k in keys)) for b in buyers))
+        return {b for b, n in zip(buyers, found) if n}
+
+    async def remember(self, buyer_id: str, keys: Sequence[str], days: int) -> None:
+        if days > 0:
+            await self._run(*(("SET", _dup_key(buyer_id, k), 1, "EX", days * 86400) for k in keys))
+
+    # The local view ----------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        hour, day = self.buckets(clock())
+        ids = self.campaign_ids
+        commands = [VIEW.call(_cap_keys(c, hour, day), hour, day) for c in ids]
+        if ids:
+            commands.append(("HMGET", LAST_BIDS, *ids))
+        replies = await self._run(*commands)
+        for i, state in enumerate(replies[:len(ids)]):
+            self._show(i, state)
+        for i, cents in enumerate(replies[-1] if ids else ()):
+            if cents is not None:
+                self.last_bids[i] = int(cents)
