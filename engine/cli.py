@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("engine.serve", "run the exchange"),
     "buyers": ("engine.sim.buyers", "run simulated buyers (many campaigns on one port)"),
     "demo": ("engine.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
+    "bench": ("engine.bench", "measure throughput and latency against simulated buyers (docs/performance.md)"),
 }
 
 
