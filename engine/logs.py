@@ -28,9 +28,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str) -> None:
+    """``pingpost.*`` at ``level``; every other logger (aiohttp's "Error handling request" on a
+    malformed request, asyncio) at warning or above, in the same JSON lines, never as tracebacks."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("pingpost")
+    ours = logging.getLogger("pingpost")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(max(logging.WARNING, ours.level))

@@ -27,6 +27,16 @@ async def seller_call(port: int, path: str, payload: Any = None, method: str = "
             return response.status, await response.json(content_type=None)
 
 
+async def not_http(port: int, data: bytes) -> None:
+    """Send bytes that are not a valid HTTP request; the server answers 400 and goes on."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+
+
 def one_campaign(buyers: Any, **exchange: Any) -> dict[str, Any]:
     return base_config(buyers, {"id": "c1", "timeout_ms": 300, "post_timeout_ms": 3000},
                        auction_timeout_ms=500, post_timeout_ms=4000, **exchange)
@@ -135,6 +145,8 @@ async def test_logs_are_json_lines_without_personal_data(tmp_path, buyers):
         status, _ = await seller_call(served.port, "/v1/ping", {**PING, "attributes": {"email": "zelda@x.org"}})
         assert status == 422
         assert buyers.posts["c1"][0].body["lead"]["last_name"] == "Quimby"  # the buyer does get it
+        await not_http(served.port, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"z" * 9000 + b"\r\n\r\n")
+        await not_http(served.port, b"GARBAGE Zelda\r\n\r\n")
     finally:
         served.signal()
         assert await served.wait() == 0
