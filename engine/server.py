@@ -60,12 +60,24 @@ def _field_error(exc: msgspec.ValidationError) -> ApiError:
     return invalid(path or "$", message)
 
 
-def _pii_paths(body: bytes) -> list[str]:
-    """Personal-data keys at the top level of a ping or in its attributes."""
+def _malformed() -> ApiError:
+    return ApiError(400, "malformed_json", "the body is not UTF-8 JSON")
+
+
+def _plain_json(body: bytes) -> Any:
+    """The body as plain JSON values, for explaining a validation error. msgspec validates
+    while it parses, so a body can fail validation before its bad syntax or bytes are
+    reached: those are 400 malformed_json all the same. None for a number out of range."""
     try:
-        raw = _decode_any(body)
-    except msgspec.DecodeError:
-        return []
+        return _decode_any(body)
+    except msgspec.ValidationError:
+        return None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise _malformed() from None
+
+
+def _pii_paths(raw: Any) -> list[str]:
+    """Personal-data keys at the top level of a ping or in its attributes."""
     if not isinstance(raw, dict):
         return []
     paths = [k for k in raw if k in normalize.PII_KEYS]
@@ -85,10 +97,11 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, ping_fields: bool) -> 
     try:
         value = decoder.decode(body)
     except msgspec.ValidationError as exc:
-        paths = _pii_paths(body) if ping_fields else []
+        raw = _plain_json(body)
+        paths = _pii_paths(raw) if ping_fields else []
         raise _pii_error(paths) if paths else _field_error(exc) from None
-    except msgspec.DecodeError:
-        raise ApiError(400, "malformed_json", "the body is not UTF-8 JSON") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in a string
+        raise _malformed() from None
     if ping_fields:
         attributes = getattr(value, "attributes")
         if isinstance(attributes, dict) and not normalize.PII_KEYS.isdisjoint(attributes):
