@@ -22,8 +22,8 @@ from .config import Config
 from .errors import ApiError, invalid
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
-from .schema import (DirectPostRequest, FieldError, Health, Lead, PingFields, PingRequest, PingResponse, PostRequest,
-                     PostResponse)
+from .schema import (AttrValue, DirectPostRequest, FieldError, Health, Lead, PingFields, PingRequest, PingResponse,
+                     PostRequest, PostResponse)
 from .store.base import Store, StoreUnavailable
 from .trace import PingRecord, PostRecord, rfc3339, to_trace
 
@@ -50,14 +50,32 @@ def error_response(error: ApiError) -> web.Response:
 # Decoding ----------------------------------------------------------------------------------
 
 
-def _field_error(exc: msgspec.ValidationError) -> ApiError:
-    """msgspec's "... - at `$.lead.zip`" becomes path ``lead.zip``; unknown fields name the field."""
-    message, _, where = str(exc).partition(" - at `$")
-    path = where.rstrip("`").lstrip(".")
+def _field_error(exc: msgspec.ValidationError, raw: Any = None) -> ApiError:
+    """msgspec's "... - at `$.lead.zip`" becomes path ``lead.zip``; unknown fields name the field;
+    a bad attribute key ("at `key` in `$.attributes`") or value (``attributes[...]``) names
+    the attributes object, and the value's key when the plain document shows which it is."""
+    message, _, where = str(exc).partition(" - at `")
+    path = where.removeprefix("key` in `").rstrip("`").removeprefix("$").lstrip(".")
     if message.startswith(("Object contains unknown field `", "Object missing required field `")):
         name = message.split("`")[1]
         path = f"{path}.{name}" if path else name
-    return invalid(path or "$", message)
+    return invalid(_attribute_key(path, raw) or "$", message)
+
+
+def _attribute_key(path: str, raw: Any) -> str:
+    """``attributes[...]`` -> ``attributes.<the first key whose value is not an attribute value>``."""
+    head, found, rest = path.partition("[...]")
+    if not found:
+        return path
+    node = raw
+    for part in head.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    for key, value in node.items() if isinstance(node, dict) else ():
+        try:
+            msgspec.convert(value, AttrValue)
+        except msgspec.ValidationError:
+            return f"{head}.{key}{rest}"
+    return path
 
 
 def _malformed() -> ApiError:
@@ -99,7 +117,7 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, ping_fields: bool) -> 
     except msgspec.ValidationError as exc:
         raw = _plain_json(body)
         paths = _pii_paths(raw) if ping_fields else []
-        raise _pii_error(paths) if paths else _field_error(exc) from None
+        raise _pii_error(paths) if paths else _field_error(exc, raw) from None
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in a string
         raise _malformed() from None
     if ping_fields:
