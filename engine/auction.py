@@ -152,7 +152,7 @@ class Exchange:
         await self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
                                    [(campaigns[b.campaign].id, b.cents) for b in bids])
         self.metrics.auction_seconds.observe(auction_ms / 1000)
-        self.metrics.pings.labels(record_status(record)).inc()
+        self.metrics.ping_answered(record_status(record))
         log.info("ping", extra={"event": {
             "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record_status(record),
             "price": money.to_amount(price) if price is not None else None, "pinged": len(calls),
@@ -197,7 +197,7 @@ class Exchange:
             # survives in the log if the store is lost), then recorded and the lock freed.
             elapsed = time.perf_counter() - started
             self.metrics.post_seconds.observe(elapsed)
-            self.metrics.leads.labels(result.status).inc()
+            self.metrics.post_answered(result.status)
             log.info("post", extra={"event": {
                 "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
                 "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,

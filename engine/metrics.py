@@ -7,6 +7,8 @@ cannot grow the label space by answering oddly.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -39,11 +41,29 @@ class Metrics:
         self.rejected_requests = Counter("pingpost_refused_requests", "Seller requests refused, by error code.",
                                          ["code"], registry=r)
 
+        # Label children looked up once and kept: ``labels()`` hashes, validates and locks on
+        # every call, which the hot path paid once per buyer per ping. Children are still
+        # made on first use, so /metrics shows the same series as before.
+        self._bound: dict[tuple[Counter, str, str], Any] = {}
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        key = (counter, *labels)
+        child = self._bound.get(key)
+        if child is None:
+            child = self._bound[key] = counter.labels(*labels)
+        return child
+
     def campaign_outcome(self, campaign_id: str, outcome: str) -> None:
-        self.campaign_pings.labels(campaign_id, outcome_kind(outcome)).inc()
+        self._child(self.campaign_pings, campaign_id, outcome_kind(outcome)).inc()
 
     def post_outcome(self, campaign_id: str, outcome: str) -> None:
-        self.posts.labels(campaign_id, outcome_kind(outcome)).inc()
+        self._child(self.posts, campaign_id, outcome_kind(outcome)).inc()
+
+    def ping_answered(self, status: str) -> None:
+        self._child(self.pings, status).inc()
+
+    def post_answered(self, status: str) -> None:
+        self._child(self.leads, status).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
