@@ -80,23 +80,38 @@ async def check_store(redis_url: str) -> None:
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
-    tls = None
-    if args.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
-    app = make_app(config, make_store(args.redis), ca_file=args.ca_file)
-    grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096, reuse_port=args.reuse_port)
-    await site.start()
-    scheme = "https" if tls else "http"
-    port = runner.addresses[0][1]
-    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
+    # Signals are caught before anything is announced: a SIGTERM sent as soon as the
+    # "listening on" line appears must drain and exit 0, not kill the process.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"pingpost: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
+            return 2
+    try:
+        app = make_app(config, make_store(args.redis), ca_file=args.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"pingpost: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
+        return 2
+    grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096, reuse_port=args.reuse_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"pingpost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    scheme = "https" if tls else "http"
+    port = runner.addresses[0][1]
+    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)
     await runner.cleanup()

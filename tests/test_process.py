@@ -204,3 +204,27 @@ async def test_sigterm_when_idle_exits_zero_at_once(tmp_path, buyers):
     assert await served.wait() == 0
     assert asyncio.get_running_loop().time() - started < 3
 
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], "--tls-cert"),
+    (["--tls-cert", "/nonexistent/cert.pem"], "--tls-key"),
+    (["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+])
+async def test_bad_tls_files_are_refused_clearly(tmp_path, buyers, flags, says):
+    path = write_config(tmp_path, one_campaign(buyers))
+    code, out, err = await run_cli("serve", "--config", str(path), "--port", "0", *flags)
+    assert code != 0 and "listening" not in out
+    assert says in err and "Traceback" not in err
+
+
+async def test_port_in_use_is_refused_clearly(tmp_path, buyers):
+    served = await Served.start(tmp_path, one_campaign(buyers))
+    try:
+        path = write_config(tmp_path, one_campaign(buyers), "second.json")
+        code, out, err = await run_cli("serve", "--config", str(path), "--port", str(served.port))
+        assert code != 0 and "listening" not in out
+        assert f":{served.port}" in err and "Traceback" not in err
+    finally:
+        served.signal()
+        assert await served.wait() == 0
