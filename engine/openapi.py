@@ -54,6 +54,11 @@ def document() -> dict[str, Any]:
                 "responses": answers(PingTrace, ("401", "403", "404", "503"))}},
             "/healthz": {"get": {"summary": "Ready to take requests",
                                  "responses": answers(Health, ("503",))}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this worker", "responses": {"200": {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
+                "description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         },
         "components": {
             "schemas": components,
