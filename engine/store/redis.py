@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, Sequence
 from urllib.parse import urlsplit
 
+import hiredis
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -91,10 +92,10 @@ def _ping_keys(ping_id: str) -> tuple[str, str, str]:
     return tag + "rec", tag + "post", tag + "lock"
 
 
-def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, str, str, str, str]:
+def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, ...]:
     """The keys the cap scripts take, in the order lua/_caps.lua names them."""
     tag = f"pp:{{camp:{campaign_id}}}:"
-    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "bench"
+    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "bench", tag + "swept"
 
 
 def _bench_keys(campaign_id: str) -> tuple[str, str]:
@@ -123,17 +124,32 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+class _PackedInC:
+    """redis-py's asyncio connections pack commands in Python, about 50 us for one script
+    call, which made most of a refresh's cost; hiredis packs them in C (redis-py's sync
+    client does the same)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
 def connect(url: str) -> Redis | RedisCluster:
     """A client for ``redis://``/``rediss://`` (one server) or ``redis+cluster://host:port``
-    (any node of a cluster; the client learns the others). No retries: a failure must
-    reach the caller as ``StoreUnavailable`` at once, and a retried pipeline could apply a
-    reservation twice."""
+    (any node of a cluster; the client learns the others). One immediate retry on a fresh
+    connection, because after a Redis restart every pooled connection is dead and the first
+    use of each would otherwise fail; more retries would only delay ``StoreUnavailable``.
+    A resent pipeline may run twice, so every write is idempotent (see docs/store.md)."""
     scheme, sep, rest = url.partition("://")
     options: dict[str, Any] = dict(socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
-                                   retry=Retry(NoBackoff(), 0))
+                                   retry=Retry(NoBackoff(), 1))
     if scheme in CLUSTER_SCHEMES:
         return RedisCluster.from_url(CLUSTER_SCHEMES[scheme] + sep + rest, **options)
-    return Redis.from_url(url, **options)
+    client = Redis.from_url(url, **options)
+    pool = client.connection_pool
+    pool.connection_class = type(f"CPacked{pool.connection_class.__name__}", (_PackedInC, pool.connection_class), {})
+    return client
 
 
 @dataclass(slots=True)
@@ -151,7 +167,7 @@ class RedisStore(Store):
     """``Store`` on Redis; ``grace_s`` is how long past the post deadline a reservation is
     kept for a worker that may still settle it before the sweep gives it back."""
 
-    refresh_s = 0.1
+    refresh_s = 0.2
 
     def __init__(self, url: str, *, grace_s: float = 30.0) -> None:
         super().__init__()
@@ -291,7 +307,7 @@ class RedisStore(Store):
 
     async def open_post(self, ping_id: str, lock_s: float) -> OpenedPost:
         keys = _ping_keys(ping_id)
-        (found,) = await self._run(OPEN_POST.call(keys, _ms(lock_s)),
+        (found,) = await self._run(OPEN_POST.call(keys, _ms(lock_s), secrets.token_hex(8)),
                                        undo=lambda r: [("DEL", keys[2])] if r[0] and r[0][2] else [])
         if not found:
             return OpenedPost(None, None, False)

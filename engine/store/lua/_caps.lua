@@ -1,6 +1,7 @@
 -- Shared by view, reserve and settle. KEYS (one hash tag per campaign):
 -- [1] leads this hour, [2] leads today, [3] cents today,
--- [4] open reservations (member "token|hour|day|cents", score = deadline in ms), [5] bench flag.
+-- [4] open reservations (member "token|hour|day|cents", score = deadline in ms), [5] bench flag,
+-- [6] reservations the sweep gave back (so a late commit counts its sale once).
 -- Counters outlive their bucket so a settle that arrives late still finds them.
 local HOUR_TTL, DAY_TTL = 7200, 172800
 
@@ -27,9 +28,11 @@ local function sweep(hour, day, now)
     if d == day then
       count(h == hour and -1 or 0, -1, -tonumber(cents))
     end
+    redis.call('SADD', KEYS[6], member)
   end
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    redis.call('EXPIRE', KEYS[6], DAY_TTL)
   end
 end
 

@@ -1,6 +1,10 @@
 -- Count one lead against the campaign's caps unless it would pass one (0 = no cap; the
 -- same test as engine.store.base.Limits.exceeded). ARGV: hour, day, cents, hourly, daily,
 -- budget cents, reservation member, hold ms. Returns {1 if reserved, state after}.
+-- Idempotent: the client may resend a pipeline whose connection broke after it ran.
+if redis.call('ZSCORE', KEYS[4], ARGV[7]) then
+  return {1, unpack(state())}
+end
 local now = now_ms()
 sweep(ARGV[1], ARGV[2], now)
 local s = state()
