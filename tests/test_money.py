@@ -226,7 +226,8 @@ def test_email_refusals(bad):
     assert normalize.email(bad) is None
 
 
-@given(st.from_regex(r"\A[0-9]{5}\Z"), st.one_of(st.just(""), st.from_regex(r"\A-[0-9]{4}\Z")))
+@given(st.text("0123456789", min_size=5, max_size=5),
+       st.one_of(st.just(""), st.text("0123456789", min_size=4, max_size=4).map(lambda d: "-" + d)))
 def test_zip5_cuts_zip_plus_four(five, plus4):
     assert normalize.zip5(five + plus4) == five
 
