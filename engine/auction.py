@@ -74,9 +74,10 @@ class Exchange:
         self.metrics = metrics
         self.use(config)
 
-    def use(self, config: Config) -> None:
-        """Swap in a config whole: the index is built before anything sees it."""
-        self.index: Index = build_index(config)
+    def use(self, config: Config, index: Index | None = None) -> None:
+        """Swap in a config whole, with its index built beforehand (``server.reload``
+        builds it off the event loop) or here."""
+        self.index: Index = index if index is not None else build_index(config)
         self.config = config
         self.campaigns: dict[str, Campaign] = {c.id: c for c in config.campaigns}
         self.buyers: dict[str, Buyer] = {b.id: b for b in config.buyers}

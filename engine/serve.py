@@ -1,13 +1,15 @@
 """Run the exchange: ``pingpost serve --config FILE``.
 
 Prints ``listening on http://H:P`` once requests are accepted. On SIGTERM or SIGINT it
-stops accepting, lets every auction and post in flight finish, and exits 0.
+stops accepting, lets every auction and post in flight finish, and exits 0. On SIGHUP it
+reads the config file again and swaps it in whole, or keeps the running one if the file is bad.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import ssl
 import sys
@@ -17,10 +19,12 @@ from aiohttp import web
 
 from . import logs
 from .config import Config, ConfigError, Exchange, load
-from .server import drain, make_app
+from .server import drain, make_app, reload
 from .store.base import Store, StoreUnavailable
 from .store.memory import MemoryStore
 from .workers import Supervisor
+
+log = logging.getLogger("pingpost.serve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +83,18 @@ async def check_store(redis_url: str) -> None:
     await store.close()
 
 
+async def reload_from(app: web.Application, path: str) -> None:
+    """SIGHUP: read the config file again; a bad file is logged and the running config kept."""
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        log.error("reload refused", extra={"event": {"event": "reload", "status": "refused", "errors": [
+            f"{where}: {reason}" for where, reason in exc.errors]}})
+        return
+    await reload(app, config)
+    log.info("reloaded", extra={"event": {"event": "reload", "status": "ok", "campaigns": len(config.campaigns)}})
+
+
 async def serve(config: Config, args: argparse.Namespace) -> int:
     # Signals are caught before anything is announced: a SIGTERM sent as soon as the
     # "listening on" line appears must drain and exit 0, not kill the process.
@@ -112,6 +128,14 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     scheme = "https" if tls else "http"
     port = runner.addresses[0][1]
     print(f"listening on {scheme}://{args.host}:{port}", flush=True)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = asyncio.ensure_future(reload_from(app, args.config))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await stop.wait()
     drain(app)
     await runner.cleanup()

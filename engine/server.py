@@ -25,6 +25,7 @@ from .openapi import document
 from .schema import (AttrValue, DirectPostRequest, FieldError, Health, Lead, PingFields, PingRequest, PingResponse,
                      PostRequest, PostResponse)
 from .store.base import Store, StoreUnavailable
+from .targeting import build_index
 from .trace import PingRecord, PostRecord, rfc3339, to_trace
 
 log = logging.getLogger("pingpost.server")
@@ -37,6 +38,7 @@ _PING_FIELDS = PingFields.__struct_fields__
 
 EXCHANGE = web.AppKey("exchange", Exchange)
 STATE = web.AppKey("state", dict)
+ROUTES = web.AppKey("routes", object)
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
@@ -277,14 +279,18 @@ class Routes:
 
     def __init__(self, exchange: Exchange, state: dict[str, Any]) -> None:
         self.exchange = exchange
-        self.gate = Gate(exchange)
         self.state = state
         self.inflight = 0
-        self.max_inflight = exchange.config.exchange.max_inflight
+        self.learn()
         self.openapi = _encode(document())
         self.ping_decoder = msgspec.json.Decoder(PingRequest)
         self.post_decoder = msgspec.json.Decoder(PostRequest)
         self.direct_decoder = msgspec.json.Decoder(DirectPostRequest)
+
+    def learn(self) -> None:
+        """Take the access rules of the exchange's current config."""
+        self.gate = Gate(self.exchange)
+        self.max_inflight = self.exchange.config.exchange.max_inflight
 
     async def _body(self, request: web.Request) -> bytes:
         if request.content_type != "application/json":
@@ -365,6 +371,7 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
     app[EXCHANGE] = exchange
     app[STATE] = state
     routes = Routes(exchange, state)
+    app[ROUTES] = routes
     app.router.add_post("/v1/ping", routes.ping)
     app.router.add_post("/v1/post", routes.post)
     app.router.add_post("/v1/leads", routes.direct)
@@ -387,3 +394,15 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
 def drain(app: web.Application) -> None:
     """Refuse new work from now on; what is in flight finishes (see ``serve``)."""
     app[STATE]["draining"] = True
+
+
+async def reload(app: web.Application, config: Config) -> None:
+    """Swap in a new config whole. The index (the slow part) is built off the event loop;
+    then the exchange, the access rules and the store's numbering change together, with
+    no await between them, so every request sees either the old config or the new one."""
+    exchange = app[EXCHANGE]
+    index = await asyncio.get_running_loop().run_in_executor(None, build_index, config)
+    exchange.use(config, index)
+    exchange.store.learn(config.campaigns, config.exchange)
+    app[ROUTES].learn()  # type: ignore[attr-defined]
+    await exchange.store.refresh()

@@ -2,8 +2,8 @@
 
 Each worker is a plain ``pingpost serve`` process bound with SO_REUSEPORT, so the kernel
 spreads connections across them and no worker depends on another. The supervisor only
-starts them, restarts one that dies, and on SIGTERM passes the signal on and waits for
-every worker to drain.
+starts them, restarts one that dies, passes SIGHUP on (config reload), and on SIGTERM
+passes the signal on and waits for every worker to drain.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ class Supervisor:
             if time.monotonic() - started < RESTART_PAUSE_S:
                 await asyncio.sleep(RESTART_PAUSE_S)
 
+    def _reload_all(self) -> None:
+        """SIGHUP: every worker reads the config again."""
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGHUP)
+
     def _stop_all(self) -> None:
         self.stopping = True
         for process in self.processes.values():
@@ -87,6 +93,7 @@ class Supervisor:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_all)
         try:
             try:
                 lines = await asyncio.gather(*readies)

@@ -87,6 +87,7 @@ class Store(ABC):
 
     def __init__(self) -> None:
         self.campaign_ids: list[str] = []
+        self._numbers: dict[str, int] = {}
         self.limits: list[Limits] = []
         self.blocks = bytearray()
         self.last_bids: list[int] = []
@@ -95,15 +96,23 @@ class Store(ABC):
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
-        """Learn the campaigns (numbered as in the targeting index) and fill the view."""
-        self.campaign_ids = [c.id for c in campaigns]
-        self.limits = [Limits.of(c) for c in campaigns]
-        self.blocks = bytearray(len(campaigns))
-        self.last_bids = [0] * len(campaigns)
-        self.exchange = exchange
-        self._tz = zone(exchange.timezone)
+        """Learn the campaigns and fill the view, then keep it fresh."""
+        self.learn(campaigns, exchange)
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
+
+    def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
+        """Number the campaigns as the targeting index does. A campaign that stays keeps its
+        block and last bid, so swapping in a new config reopens no capped campaign."""
+        known = {cid: (self.blocks[i], self.last_bids[i]) for i, cid in enumerate(self.campaign_ids)}
+        carried = [known.get(c.id, (OPEN, 0)) for c in campaigns]
+        self.campaign_ids = [c.id for c in campaigns]
+        self._numbers = {cid: i for i, cid in enumerate(self.campaign_ids)}
+        self.limits = [Limits.of(c) for c in campaigns]
+        self.blocks = bytearray(block for block, _ in carried)
+        self.last_bids = [bid for _, bid in carried]
+        self.exchange = exchange
+        self._tz = zone(exchange.timezone)
 
     async def _refresh_forever(self) -> None:
         """Keep the view within ``REFRESH_S`` of the truth; a failed refresh is retried next tick."""
@@ -126,10 +135,7 @@ class Store(ABC):
         return local.strftime("%Y%m%d%H"), local.strftime("%Y%m%d")
 
     def index_of(self, campaign_id: str) -> int:
-        return self.campaign_ids.index(campaign_id)
-
-    def is_open(self, i: int) -> bool:
-        return self.blocks[i] == OPEN
+        return self._numbers[campaign_id]
 
     # The ping path ---------------------------------------------------------------------
 

@@ -378,6 +378,8 @@ class RedisStore(Store):
         if ids:
             commands.append(("HMGET", LAST_BIDS, *ids))
         replies = await self._run(*commands)
+        if ids is not self.campaign_ids:
+            return  # a new config was learned meanwhile; its numbering differs
         for i, state in enumerate(replies[:len(ids)]):
             self._show(i, state)
         for i, cents in enumerate(replies[-1] if ids else ()):
