@@ -7,7 +7,6 @@ reserving its cap first -> the result. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -105,7 +104,8 @@ class Exchange:
         }
         bids: list[Bid] = []
         bid_ids: dict[int, str | None] = {}
-        calls: dict[int, asyncio.Task[Any]] = {}
+        calls: list[tuple[str, str, bytes, float]] = []
+        called: list[int] = []
         for i in selection.eligible:
             c = campaigns[i]
             fixed = index.fixed_cents[i]
@@ -117,17 +117,16 @@ class Exchange:
             remaining_ms = int((deadline - time.perf_counter()) * 1000)
             tmax = min(c.timeout_ms, remaining_ms)
             body = ping_body(ping, ping_id, c.id, seller_id, test, tmax)
-            calls[i] = asyncio.ensure_future(self.client.call(c.id, c.ping_url, body, tmax / 1000))  # type: ignore[arg-type]
+            calls.append((c.id, c.ping_url, body, tmax / 1000))  # type: ignore[arg-type]
+            called.append(i)
         timed_out: list[str] = []
         if calls:
-            done, pending = await asyncio.wait(calls.values(), timeout=max(deadline - time.perf_counter(), 0))
-            for task in pending:
-                task.cancel()
-            for i, task in calls.items():
+            answers = await self.client.fan_out(calls, max(deadline - time.perf_counter(), 0))
+            for i, answer in zip(called, answers):
                 c = campaigns[i]
                 # A call still pending at the deadline is a timeout, whatever its own limit.
-                result = read_bid(task.result()) if task in done else None
-                ms = task.result().ms if task in done else round((time.perf_counter() - started) * 1000, 2)
+                result = read_bid(answer) if answer is not None else None
+                ms = answer.ms if answer is not None else round((time.perf_counter() - started) * 1000, 2)
                 outcome = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer,
                                           outcome=result.outcome if result else "timeout", ms=ms)
                 if result is not None and result.cents is not None:

@@ -9,12 +9,13 @@ the request bytes and one that reads the answer into a typed result. The I/O aro
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import msgspec
 
@@ -171,30 +172,134 @@ class BuyerClient:
     async def close(self) -> None:
         self._http.close()
 
-    async def call(self, campaign_id: str, url: str, body: bytes, timeout_s: float) -> Answer:
-        """POST ``body``; never raises: a failure becomes ``Answer.failure``."""
-        started = time.perf_counter()
+    async def call(self, campaign_id: str, url: str, body: bytes, timeout_s: float, *,
+                   fresh: bool = False, started: float | None = None) -> Answer:
+        """POST ``body``; never raises: a failure becomes ``Answer.failure``. ``fresh`` and
+        ``started`` serve ``fan_out``'s resend: a new connection, ``ms`` from the first try."""
+        started = time.perf_counter() if started is None else started
         answer = Answer()
         try:
             if timeout_s <= 0:
                 raise TimeoutError
             async with asyncio.timeout(timeout_s):
                 target, retry = self._targets[(campaign_id, url)]
-                answer.status, answer.content_type, answer.body = await self._http.post(target, body, retry)
-        except TimeoutError:
-            answer.failure = "timeout"
-        except http1.TooLarge:
-            answer.failure = "error:too_large"
-        except ssl.SSLError:
-            answer.failure = "error:tls"
-        except http1.ProtocolError:
-            answer.failure = "error:protocol"
-        except ConnectionResetError:
-            answer.failure = "error:reset"
-        except OSError:
-            answer.failure = "error:connection"
+                answer.status, answer.content_type, answer.body = await self._http.post(target, body, retry, fresh)
+        except Exception as exc:
+            answer.failure = failure_of(exc)
+            if answer.failure is None:
+                raise
         answer.ms = round((time.perf_counter() - started) * 1000, 2)
         return answer
+
+    async def fan_out(self, calls: Sequence[tuple[str, str, bytes, float]], wait_s: float) -> list[Answer | None]:
+        """Every ``(campaign_id, url, body, timeout_s)`` at once, each as ``call`` would make
+        it, waiting at most ``wait_s`` for all; a call not finished by then is given up
+        (its connection closed) and its entry is None.
+
+        The hot path of a ping, so no task and no ``asyncio.timeout`` per call: a request
+        goes out on an idle keep-alive connection at once and its answer's future carries a
+        callback; one timer per distinct limit ends the calls still out. Only a call that
+        needs a new connection (or a resend on one, see ``http1.Client.post``) runs as a
+        ``call`` task.
+        """
+        loop = asyncio.get_running_loop()
+        answers: list[Answer | None] = [None] * len(calls)
+        out: dict[int, tuple[http1.Target, http1._Connection, float]] = {}
+        tasks: dict[int, asyncio.Task[Answer]] = {}
+        timers: dict[float, tuple[asyncio.TimerHandle, list[int]]] = {}
+        all_in = loop.create_future()
+        left = len(calls)
+
+        def settle(k: int, answer: Answer | None) -> None:
+            nonlocal left
+            answers[k] = answer
+            left -= 1
+            if left == 0 and not all_in.done():
+                all_in.set_result(None)
+
+        def answered(k: int, future: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+            exc = future.exception()  # always read, so a given-up call logs nothing
+            taken = out.pop(k, None)
+            if taken is None:
+                return  # already given up
+            target, connection, started = taken
+            if exc is None:
+                self._http.keep(target, connection)
+                status, content_type, body = future.result()
+                settle(k, Answer(status=status, body=body, content_type=content_type,
+                                 ms=round((time.perf_counter() - started) * 1000, 2)))
+                return
+            connection.close()
+            campaign_id, url, request, timeout_s = calls[k]
+            if isinstance(exc, ConnectionResetError) and not connection.received and self._targets[(campaign_id, url)][1]:
+                # the buyer closed this idle connection: send once more, on a new one
+                remaining = timeout_s - (time.perf_counter() - started)
+                run(k, self.call(campaign_id, url, request, remaining, fresh=True, started=started))
+                return
+            settle(k, Answer(failure=failure_of(exc) or "error:connection",
+                             ms=round((time.perf_counter() - started) * 1000, 2)))
+
+        def run(k: int, coro: Any) -> None:
+            task = tasks[k] = asyncio.ensure_future(coro)
+            task.add_done_callback(lambda t: tasks.pop(k, None) is not None and settle(k, t.result()))
+
+        def expire(ks: list[int]) -> None:
+            for k in ks:
+                taken = out.pop(k, None)
+                if taken is not None:
+                    taken[1].close()
+                    settle(k, Answer(failure="timeout", ms=round((time.perf_counter() - taken[2]) * 1000, 2)))
+
+        for k, (campaign_id, url, body, timeout_s) in enumerate(calls):
+            target, _ = self._targets[(campaign_id, url)]
+            started = time.perf_counter()
+            sent = self._http.send_idle(target, body) if timeout_s > 0 else None
+            if sent is None:
+                run(k, self.call(campaign_id, url, body, timeout_s))
+                continue
+            connection, future = sent
+            out[k] = (target, connection, started)
+            group = timers.get(timeout_s)
+            if group is None:
+                ks: list[int] = []
+                group = timers[timeout_s] = (loop.call_later(timeout_s, expire, ks), ks)
+            group[1].append(k)
+            future.add_done_callback(functools.partial(answered, k))
+        deadline = loop.call_later(wait_s, lambda: all_in.done() or all_in.set_result(None)) if left else None
+        try:
+            if left:
+                await all_in
+        finally:
+            # Whatever is still out is given up: timers off, connections closed, tasks cancelled.
+            if deadline is not None:
+                deadline.cancel()
+            for handle, _ in timers.values():
+                handle.cancel()
+            for _, connection, _ in out.values():
+                connection.close()
+            out.clear()
+            for task in list(tasks.values()):
+                task.cancel()
+            tasks.clear()
+        return answers
+
+
+
+def failure_of(exc: BaseException) -> str | None:
+    """The recorded reason for an exception a buyer call ended with; None: not a buyer fault."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, http1.TooLarge):
+        return "error:too_large"
+    if isinstance(exc, ssl.SSLError):
+        return "error:tls"
+    if isinstance(exc, http1.ProtocolError):
+        return "error:protocol"
+    if isinstance(exc, ConnectionResetError):
+        return "error:reset"
+    if isinstance(exc, OSError):
+        return "error:connection"
+    return None
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:

@@ -172,7 +172,25 @@ class Client:
                 return connection
         return None
 
-    async def post(self, target: Target, body: bytes, retry: bool = True) -> tuple[int, bytes, bytes]:
+    def send_idle(self, target: Target, body: bytes) -> tuple[_Connection, asyncio.Future[tuple[int, bytes, bytes]]] | None:
+        """Send at once on an idle keep-alive connection, without a task: the connection and
+        the future of its answer, or None when no connection is idle (then ``post``). The
+        caller bounds the wait, ``close``s the connection on any failure or when it gives
+        up, and hands it back with ``keep`` once the answer is read."""
+        connection = self._idle(target.origin)
+        if connection is None:
+            return None
+        return connection, connection.send(target.head, body)
+
+    def keep(self, target: Target, connection: _Connection) -> None:
+        """Pool a connection whose answer was read in full, if the buyer keeps it alive."""
+        if connection.open and not self.closed:
+            self.idle.setdefault(target.origin, deque()).append(connection)
+        else:
+            connection.close()
+
+    async def post(self, target: Target, body: bytes, retry: bool = True,
+                   fresh: bool = False) -> tuple[int, bytes, bytes]:
         """Send and read one answer ``(status, content type, body)``; the caller bounds it
         with its own deadline.
 
@@ -180,9 +198,9 @@ class Client:
         answer arrives; with ``retry`` such a request is sent again once on a fresh
         connection. A buyer that read the request and then dropped the connection cannot
         be told apart from that, so a request that must not arrive twice (a lead) passes
-        ``retry=False``.
+        ``retry=False``. ``fresh`` skips the idle pool (the resend of a ``send_idle``).
         """
-        connection = self._idle(target.origin)
+        connection = None if fresh else self._idle(target.origin)
         reused = connection is not None
         if connection is None:
             connection = await self._connect(target.origin)
@@ -197,10 +215,7 @@ class Client:
         except BaseException:
             connection.close()
             raise
-        if connection.open and not self.closed:
-            self.idle.setdefault(target.origin, deque()).append(connection)
-        else:
-            connection.close()
+        self.keep(target, connection)
         return answer
 
     def close(self) -> None:
