@@ -24,7 +24,8 @@ async def test_bearer_and_x_api_key_both_work(buyers, exchange):
     assert status == 200 and answer["status"] == "bid"
     status, answer = await ex.call("POST", "/v1/ping", PING, key=None, headers={"X-API-Key": SELLER_KEY})
     assert status == 200 and answer["status"] == "bid"
-    status, answer = await ex.call("POST", "/v1/ping", PING, key=None, headers={"Authorization": f"bearer {SELLER_KEY}"})
+    status, answer = await ex.call("POST", "/v1/ping", PING, key=None,
+                                   headers={"Authorization": f"bearer {SELLER_KEY}"})
     assert status == 200
     assert all(p.body["seller_id"] == "acme" for p in buyers.pings["c1"])
 
@@ -101,7 +102,8 @@ async def test_x_forwarded_for_from_a_trusted_proxy(buyers, exchange, forwarded,
 
 
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(buyers, exchange):
-    ex = await exchange(make_config(buyers, acme={"allowed_ips": [CLIENT + "/32"]}, other={"allowed_ips": ["127.0.0.1/32"]},
+    ex = await exchange(make_config(buyers, acme={"allowed_ips": [CLIENT + "/32"]},
+                                    other={"allowed_ips": ["127.0.0.1/32"]},
                                     trusted_proxies=["10.0.0.0/8"]))
     status, answer = await ex.call("POST", "/v1/ping", PING, headers={"X-Forwarded-For": CLIENT})
     assert_error(status, answer, "forbidden")
@@ -132,7 +134,8 @@ async def test_over_max_inflight_is_503_at_once(buyers, exchange):
     for call in (ex.ping(PING), ex.direct({**PING, "lead": LEAD}), ex.post("x" * 24, LEAD)):
         status, answer = await call
         assert_error(status, answer, "overloaded")
-    status, content_type, _ = await raw(ex, "POST", "/v1/ping", data=b"{}", headers={"Content-Type": "application/json"})
+    status, content_type, _ = await raw(ex, "POST", "/v1/ping", data=b"{}",
+                                        headers={"Content-Type": "application/json"})
     assert status == 503 and content_type == "application/json"
     assert not first.done(), "the 503 was answered at once, not queued behind the auction"
     assert len(buyers.pings["c1"]) == 1

@@ -161,127 +161,12 @@ PII_ROWS: list[tuple[str, Any, str]] = (
 )
 
 
-@pytest.fixture
-async def ex(buyers, exchange):
-    buyers.script("c1", ping=bid(1), post=accept())
-    return await exchange(base_config(buyers, {"id": "c1"}))
-
-
-async def _check(ex: Any, route: str, body: Any, code: str) -> dict[str, Any]:
-    status, content_type, data = await raw(ex, "POST", route, data=json.dumps(body).encode(),
-                                           headers={"Content-Type": "application/json"})
-    assert content_type == "application/json"
-    answer = json.loads(data)
-    assert_error(status, answer, code)
-    return answer
-
-
-@pytest.mark.parametrize("route,body,code,path", ROWS)
-async def test_bad_field_is_refused_with_its_path(ex, buyers, route, body, code, path):
-    answer = await _check(ex, route, body, code)
-    assert [f["path"] for f in answer["error"]["fields"]][:1] == [path], answer
-    assert "c1" not in buyers.pings and "c1" not in buyers.posts
-
-
-@pytest.mark.parametrize("route,body,path", ATTRIBUTE_ROWS)
-async def test_bad_attributes_are_refused(ex, buyers, route, body, path):
-    answer = await _check(ex, route, body, "validation_error")
-    assert [f["path"] for f in answer["error"]["fields"]] == [path], answer
-    assert "c1" not in buyers.pings
-
-
-@pytest.mark.parametrize("route,body,path", PII_ROWS)
-async def test_personal_data_in_a_ping_is_pii_in_ping(ex, buyers, route, body, path):
-    answer = await _check(ex, route, body, "pii_in_ping")
-    assert path in [f["path"] for f in answer["error"]["fields"]], answer
-    assert "c1" not in buyers.pings
-
-
-async def test_attributes_limits_that_pass(ex, buyers):
-    attributes = {f"k{i}": i for i in range(62)} | {"list": ["a", 1, 2.5, True], "flag": False}
-    answer = await ping_ok(ex, p(attributes=attributes))
-    assert answer["status"] == "bid"
-    assert buyers.pings["c1"][0].body["attributes"] == attributes
-
-
-# Malformed bodies, media types, sizes ---------------------------------------------------------
-
-MALFORMED = [b"", b"   ", b"{", b'{"vertical": "auto",}', b"{'vertical': 'auto'}", b"\xff\xfe\x00",
-             b'{"vertical":"a\xff","zip":"90210"}', b'{"vertical":"auto","zip":"9021\xc3"}', b"NaN",
-             b'{"vertical":"auto","zip":"90210"} trailing', "{\"vertical\":\"auto\"}".encode("utf-16"),
-             b'{"vertical":"auto","zip":"90210","x":"\xed\xa0\x80"}']
-
-
-@pytest.mark.parametrize("route", [PING_ROUTE, POST_ROUTE, DIRECT_ROUTE])
-@pytest.mark.parametrize("body", MALFORMED)
-async def test_body_that_is_not_utf8_json_is_400(ex, route, body):
-    status, content_type, data = await raw(ex, "POST", route, data=body, headers={"Content-Type": "application/json"})
-    assert content_type == "application/json"
-    assert_error(status, json.loads(data), "malformed_json")
-
-
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "text/json",
-                                          "application/jsonx", "multipart/form-data; boundary=x"])
-@pytest.mark.parametrize("route", [PING_ROUTE, POST_ROUTE, DIRECT_ROUTE])
-async def test_wrong_content_type_is_415(ex, buyers, route, content_type):
-    headers = {"Content-Type": content_type} if content_type else {}
-    status, got_type, data = await raw(ex, "POST", route, data=json.dumps(PING).encode(), headers=headers)
-    assert got_type == "application/json"
-    assert_error(status, json.loads(data), "unsupported_media_type")
-    assert "c1" not in buyers.pings
-
-
-async def test_json_content_type_with_charset_is_accepted(ex):
-    status, _, data = await raw(ex, "POST", PING_ROUTE, data=json.dumps(PING).encode(),
-                                headers={"Content-Type": "application/json; charset=utf-8"})
-    assert status == 200 and json.loads(data)["status"] == "bid"
-
-
-def _padded(size: int) -> bytes:
-    body = json.dumps(PING).encode()
-    return body + b" " * (size - len(body))
-
-
-@pytest.mark.parametrize("route", [PING_ROUTE, POST_ROUTE, DIRECT_ROUTE])
-@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
-async def test_body_over_64_kib_is_413(ex, buyers, route, chunked):
-    body = _padded(64 * 1024 + 1)
-    data: Any = chunks(body) if chunked else body
-    status, content_type, answer = await raw(ex, "POST", route, data=data, headers={"Content-Type": "application/json"})
-    assert content_type == "application/json"
-    assert_error(status, json.loads(answer), "payload_too_large")
-    assert "c1" not in buyers.pings
-
-
-@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
-async def test_body_of_exactly_64_kib_is_read(ex, chunked):
-    body = _padded(64 * 1024)
-    data: Any = chunks(body) if chunked else body
-    status, _, answer = await raw(ex, "POST", PING_ROUTE, data=data, headers={"Content-Type": "application/json"})
-    assert status == 200 and json.loads(answer)["status"] == "bid"
-
-
-@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v1/pingx"), ("GET", "/v1/pings/"),
-                                         ("POST", "/v2/ping"), ("GET", "/v1/pings/a/b"), ("GET", "/")])
-async def test_unknown_route_is_404_json(ex, method, path):
-    status, content_type, data = await raw(ex, method, path)
-    assert content_type == "application/json"
-    assert_error(status, json.loads(data), "not_found")
-
-
-@pytest.mark.parametrize("method,path", [("GET", PING_ROUTE), ("PUT", POST_ROUTE), ("DELETE", DIRECT_ROUTE),
-                                         ("POST", "/v1/pings/abc"), ("PATCH", PING_ROUTE), ("POST", "/healthz")])
-async def test_wrong_method_is_a_json_4xx(ex, method, path):
-    status, content_type, data = await raw(ex, method, path, data=b"{}", headers={"Content-Type": "application/json"})
-    assert 400 <= status < 500 and content_type == "application/json"
-    assert_error_shape(json.loads(data))
-
-
-# Hypothesis: nothing a client sends gives a 5xx ------------------------------------------------
-
-
 class ThreadedExchange:
-    """The real exchange and buyer server on their own loop in a thread, for sync hypothesis tests."""
+    """The real exchange and buyer server on their own loop in a thread.
+
+    One server serves the whole module: the tables below have hundreds of rows, and sync
+    hypothesis tests cannot share pytest-asyncio's loop. Requests go over plain sockets.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -315,15 +200,27 @@ class ThreadedExchange:
         self.thread.join(5)
         self.loop.close()
 
-    def send(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, str, bytes]:
+    def buyer_calls(self) -> int:
+        return sum(map(len, self.buyers.pings.values())) + sum(map(len, self.buyers.posts.values()))
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str | None = "application/json",
+                chunked: bool = False) -> tuple[int, str, bytes]:
+        headers = {"Authorization": f"Bearer {SELLER_KEY}"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+            body = [body[i:i + 8192] for i in range(0, len(body), 8192)]
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request("POST", path, body=body, headers={"Authorization": f"Bearer {SELLER_KEY}",
-                                                           "Content-Type": content_type})
+            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
             response = conn.getresponse()
             return response.status, response.getheader("Content-Type", ""), response.read()
         finally:
             conn.close()
+
+    def send(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, str, bytes]:
+        return self.request("POST", path, body, content_type)
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +233,114 @@ def live() -> Iterator[ThreadedExchange]:
         server.ping_ids.append(json.loads(data)["ping_id"])
     yield server
     server.stop()
+
+
+def refused(live: ThreadedExchange, route: str, body: bytes, code: str, method: str = "POST",
+            content_type: str | None = "application/json", chunked: bool = False) -> dict[str, Any]:
+    """Send a bad request: the contract's error with this code, as JSON, and no buyer called."""
+    calls = live.buyer_calls()
+    status, got_type, data = live.request(method, route, body, content_type, chunked)
+    assert got_type.startswith("application/json"), (status, got_type)
+    answer = json.loads(data)
+    assert_error(status, answer, code)
+    assert live.buyer_calls() == calls, "a refused request reached a buyer"
+    return answer
+
+
+@pytest.mark.parametrize("route,body,code,path", ROWS)
+def test_bad_field_is_refused_with_its_path(live, route, body, code, path):
+    answer = refused(live, route, json.dumps(body).encode(), code)
+    assert [f["path"] for f in answer["error"]["fields"]][:1] == [path], answer
+
+
+@pytest.mark.parametrize("route,body,path", ATTRIBUTE_ROWS)
+def test_bad_attributes_are_refused(live, route, body, path):
+    answer = refused(live, route, json.dumps(body).encode(), "validation_error")
+    assert [f["path"] for f in answer["error"]["fields"]] == [path], answer
+
+
+@pytest.mark.parametrize("route,body,path", PII_ROWS)
+def test_personal_data_in_a_ping_is_pii_in_ping(live, route, body, path):
+    answer = refused(live, route, json.dumps(body).encode(), "pii_in_ping")
+    assert path in [f["path"] for f in answer["error"]["fields"]], answer
+
+
+async def test_attributes_limits_that_pass(buyers, exchange):
+    buyers.script("c1", ping=bid(1))
+    ex = await exchange(base_config(buyers, {"id": "c1"}))
+    attributes = {f"k{i}": i for i in range(62)} | {"list": ["a", 1, 2.5, True], "flag": False}
+    answer = await ping_ok(ex, p(attributes=attributes))
+    assert answer["status"] == "bid"
+    assert buyers.pings["c1"][0].body["attributes"] == attributes
+
+
+# Malformed bodies, media types, sizes, routes, methods -----------------------------------------
+
+MALFORMED = [b"", b"   ", b"{", b'{"vertical": "auto",}', b"{'vertical': 'auto'}", b"\xff\xfe\x00",
+             b'{"vertical":"a\xff","zip":"90210"}', b'{"vertical":"auto","zip":"9021\xc3"}', b"NaN",
+             b'{"vertical":"auto","zip":"90210"} trailing', "{\"vertical\":\"auto\"}".encode("utf-16"),
+             b'{"vertical":"auto","zip":"90210","x":"\xed\xa0\x80"}']
+ROUTES = [PING_ROUTE, POST_ROUTE, DIRECT_ROUTE]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("body", MALFORMED)
+def test_body_that_is_not_utf8_json_is_400(live, route, body):
+    refused(live, route, body, "malformed_json")
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "text/json",
+                                          "application/jsonx", "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_wrong_content_type_is_415(live, route, content_type):
+    refused(live, route, json.dumps(PING).encode(), "unsupported_media_type", content_type=content_type)
+
+
+def test_json_content_type_with_charset_is_accepted(live):
+    status, _, data = live.request("POST", PING_ROUTE, json.dumps(PING).encode(), "application/json; charset=utf-8")
+    assert status == 200 and json.loads(data)["status"] == "bid"
+
+
+def _padded(size: int) -> bytes:
+    body = json.dumps(PING).encode()
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_body_over_64_kib_is_413(live, route, chunked):
+    refused(live, route, _padded(64 * 1024 + 1), "payload_too_large", chunked=chunked)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_body_of_exactly_64_kib_is_read(live, chunked):
+    status, _, answer = live.request("POST", PING_ROUTE, _padded(64 * 1024), chunked=chunked)
+    assert status == 200 and json.loads(answer)["status"] == "bid"
+
+
+async def test_413_over_aiohttp_chunked_upload(buyers, exchange):
+    ex = await exchange(base_config(buyers))
+    status, content_type, data = await raw(ex, "POST", PING_ROUTE, data=chunks(_padded(64 * 1024 + 1)),
+                                           headers={"Content-Type": "application/json"})
+    assert content_type == "application/json"
+    assert_error(status, json.loads(data), "payload_too_large")
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v1/pingx"), ("GET", "/v1/pings/"),
+                                         ("POST", "/v2/ping"), ("GET", "/v1/pings/a/b"), ("GET", "/")])
+def test_unknown_route_is_404_json(live, method, path):
+    refused(live, path, None, "not_found", method=method, content_type=None)
+
+
+@pytest.mark.parametrize("method,path", [("GET", PING_ROUTE), ("PUT", POST_ROUTE), ("DELETE", DIRECT_ROUTE),
+                                         ("POST", "/v1/pings/abc"), ("PATCH", PING_ROUTE), ("POST", "/healthz")])
+def test_wrong_method_is_a_json_4xx(live, method, path):
+    status, content_type, data = live.request(method, path, b"{}")
+    assert 400 <= status < 500 and content_type.startswith("application/json")
+    assert_error_shape(json.loads(data))
+
+
+# Hypothesis: nothing a client sends gives a 5xx ------------------------------------------------
 
 
 def check_answer(status: int, content_type: str, data: bytes) -> None:
