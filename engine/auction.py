@@ -7,6 +7,7 @@ reserving its cap first -> the result. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -14,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Awaitable
 
 import msgspec
 
@@ -80,6 +81,7 @@ class Exchange:
         self.config = config
         self.campaigns: dict[str, Campaign] = {c.id: c for c in config.campaigns}
         self.buyers: dict[str, Buyer] = {b.id: b for b in config.buyers}
+        self.dedupe_buyers = [b.id for b in config.buyers if b.dedupe_days > 0]
         self.sellers = {s.id: SellerView.of(s) for s in config.sellers}
         self.client.learn(config.campaigns)
 
@@ -162,8 +164,12 @@ class Exchange:
     # Post --------------------------------------------------------------------------------
 
     async def post(self, seller: SellerView, ping_id: str, lead: Lead) -> tuple[PingRecord, PostRecord]:
-        """Post a lead for an earlier ping: idempotent per ping, one cascade at a time."""
-        opened = await self.store.open_post(ping_id, self.config.exchange.post_timeout_ms / 1000 + 5)
+        """Post a lead for an earlier ping: idempotent per ping, one cascade at a time.
+
+        The lock and the duplicate check go to the store together (one round trip)."""
+        keys = lead_keys(lead)
+        opened, duplicates = await asyncio.gather(
+            self.store.open_post(ping_id, self.config.exchange.post_timeout_ms / 1000 + 5), self._duplicates(keys))
         record = opened.record
         if record is None or record.seller_id != seller.seller.id:
             if opened.acquired:  # another seller's try must not hold the owner's lock
@@ -178,23 +184,32 @@ class Exchange:
         except ApiError:
             await self.store.unlock_post(ping_id)
             raise
-        return record, await self._cascade(seller, record, lead)
+        return record, await self._cascade(seller, record, lead, keys, duplicates)
 
     async def direct(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None,
                      lead: Lead) -> tuple[PingRecord, PostRecord]:
         """Both phases in one call; the result is stored so the ping_id can be re-posted."""
         record = await self.ping(seller, test, ping, timeout_ms)
-        return record, await self._cascade(seller, record, lead)
+        keys = lead_keys(lead)
+        duplicates = await self._duplicates(keys) if record.bids else set()
+        return record, await self._cascade(seller, record, lead, keys, duplicates)
 
-    async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead) -> PostRecord:
+    async def _duplicates(self, keys: list[str]) -> set[str]:
+        """Buyers (of those that dedupe) that already accepted this phone or email."""
+        return await self.store.duplicate_buyers(self.dedupe_buyers, keys) if self.dedupe_buyers else set()
+
+    async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
+                       duplicates: set[str]) -> PostRecord:
         started = time.perf_counter()
         deadline = started + self.config.exchange.post_timeout_ms / 1000
         result = PostRecord(status="unsold", attempts=0, offers=[])
+        settle: list[Awaitable[None]] = []
         try:
-            await self._offer_in_turn(seller, record, lead, deadline, result)
+            await self._offer_in_turn(seller, record, lead, keys, duplicates, deadline, result, settle)
         finally:
             # Even when the cascade is cut short, what happened is logged first (the sale
-            # survives in the log if the store is lost), then recorded and the lock freed.
+            # survives in the log if the store is lost), then recorded, with the lock freed
+            # and every reservation settled, in one round trip.
             elapsed = time.perf_counter() - started
             self.metrics.post_seconds.observe(elapsed)
             self.metrics.post_answered(result.status)
@@ -204,15 +219,14 @@ class Exchange:
                 "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
                 "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
                 "post_ms": round(elapsed * 1000, 2)}})
-            await self.store.finish_post(record.ping_id, result)
+            await asyncio.gather(*settle, self.store.finish_post(record.ping_id, result))
         return result
 
-    async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, deadline: float,
-                             result: PostRecord) -> None:
-        keys = lead_keys(lead)
-        bidders = [self.campaigns[b.campaign_id].buyer for b in record.bids if b.campaign_id in self.campaigns]
-        dedupe = [b for b in dict.fromkeys(bidders) if self.buyers[b].dedupe_days > 0]
-        duplicates = await self.store.duplicate_buyers(dedupe, keys) if dedupe else set()
+    async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
+                             duplicates: set[str], deadline: float, result: PostRecord,
+                             settle: list[Awaitable[None]]) -> None:
+        """Offer the lead down the ranked bids. Store writes that need no answer (releases,
+        the commit) are left in ``settle`` to ride along with the next round trip."""
         body_lead = buyer_lead(record.ping, lead)
         for bid in record.bids:
             campaign = self.campaigns.get(bid.campaign_id)
@@ -229,7 +243,9 @@ class Exchange:
                 continue
             reservation = None
             if not record.test:
-                reservation = await self.store.reserve(campaign.id, bid.cents, time.time())
+                reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, time.time()),
+                                                       *settle)
+                settle.clear()
                 if reservation is None:
                     offer.outcome = "capped"
                     continue
@@ -240,7 +256,7 @@ class Exchange:
                                                 min(campaign.post_timeout_ms / 1000, remaining))
             except BaseException:
                 if reservation is not None:
-                    await self.store.release(reservation)
+                    settle.append(self.store.release(reservation))
                 raise
             verdict = read_post(answer)
             offer.outcome = verdict.outcome
@@ -248,13 +264,13 @@ class Exchange:
             self.metrics.post_outcome(campaign.id, verdict.outcome)
             if not verdict.accepted:
                 if reservation is not None:
-                    await self.store.release(reservation)
+                    settle.append(self.store.release(reservation))
                 continue
             if reservation is not None:
-                await self.store.commit(reservation)
+                settle.append(self.store.commit(reservation))
                 buyer = self.buyers[campaign.buyer]
                 if buyer.dedupe_days > 0:
-                    await self.store.remember(buyer.id, keys, buyer.dedupe_days)
+                    settle.append(self.store.remember(buyer.id, keys, buyer.dedupe_days))
             result.status = "sold"
             result.price_cents = money.apply_share(bid.cents, seller.share)
             result.lead_id = os.urandom(12).hex()
