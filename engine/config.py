@@ -1,8 +1,9 @@
 """The operator's config file: Structs, loading, and every error with its path.
 
 msgspec stops at the first error, but an operator fixing a file wants them all, so
-``load`` converts field by field (``_collect``) and then checks what types cannot say
-(references between sections, time zones, CIDRs). The Structs are the same ones the
+``load`` converts field by field (``_collect``) and checks what types cannot say
+(references between sections, time zones, CIDRs) on the raw document, so one report
+lists them all. The Structs are the same ones the
 engine uses at run time.
 """
 
@@ -23,9 +24,9 @@ from msgspec import Meta, Struct
 from . import money
 from .normalize import US_STATES
 
-Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=2048)]
-HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}(?!\n)$")]
+Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?(?!\n)$", max_length=2048)]
+HHMM = Annotated[str, Meta(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)(?!\n)$")]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Ms = Annotated[int, Meta(ge=1, le=600_000)]
 Amount = Annotated[float, Meta(ge=0)]
@@ -89,9 +90,9 @@ class Rule(Base, kw_only=True):
 class Filters(Base, kw_only=True):
     states: list[str] | None = None
     exclude_states: list[str] | None = None
-    zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}$")]] | None = None
-    exclude_zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}$")]] | None = None
-    zip_prefixes: list[Annotated[str, Meta(pattern=r"^[0-9]{1,5}$")]] | None = None
+    zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}(?!\n)$")]] | None = None
+    exclude_zips: list[Annotated[str, Meta(pattern=r"^[0-9]{5}(?!\n)$")]] | None = None
+    zip_prefixes: list[Annotated[str, Meta(pattern=r"^[0-9]{1,5}(?!\n)$")]] | None = None
     sellers: list[str] | None = None
     exclude_sellers: list[str] | None = None
     sources: list[str] | None = None
@@ -110,7 +111,7 @@ class Caps(Base, kw_only=True):
 class Campaign(Base, kw_only=True):
     id: Id
     buyer: Id
-    vertical: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
+    vertical: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(?!\n)$")]
     ping_url: Url | None = None
     post_url: Url
     fixed_price: Amount = 0.0
@@ -156,13 +157,11 @@ def from_dict(raw: Any) -> Config:
     """Check a decoded document and build the ``Config``; raises with every error found."""
     errors: list[tuple[str, str]] = []
     _collect(raw, Config, "", errors)
+    if isinstance(raw, dict):
+        _check_semantics(raw, errors)
     if errors:
         raise ConfigError(errors)
-    config = msgspec.convert(raw, Config)
-    _check_semantics(config, errors)
-    if errors:
-        raise ConfigError(errors)
-    return config
+    return msgspec.convert(raw, Config)
 
 
 def _collect(value: Any, typ: Any, path: str, errors: list[tuple[str, str]]) -> None:
@@ -213,36 +212,77 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _check_semantics(config: Config, errors: list[tuple[str, str]]) -> None:
-    ex = config.exchange
-    _check_timezone(ex.timezone, "exchange.timezone", errors)
-    for i, cidr in enumerate(ex.trusted_proxies):
-        _check_cidr(cidr, f"exchange.trusted_proxies[{i}]", errors)
+def _salvage(value: Any, typ: Any) -> Any:
+    """``value`` converted to ``typ`` with every badly shaped field dropped (recursively),
+    so the checks across sections also run on entries that have shape errors; raises
+    only when a required field is left out."""
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError:
+        struct = _struct_of(typ)
+        if struct is None or not isinstance(value, dict):
+            raise
+    kept = {}
+    for info in msgspec.structs.fields(struct):
+        if info.encode_name in value:
+            try:
+                kept[info.encode_name] = msgspec.to_builtins(_salvage(value[info.encode_name], info.type))
+            except msgspec.ValidationError:
+                pass
+    return msgspec.convert(kept, struct)
+
+
+def _entries(raw: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    entries = raw.get(section)
+    return [(i, e) for i, e in enumerate(entries) if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [x for x in value if isinstance(x, str)] if isinstance(value, list) else []
+
+
+def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None:
+    """Checks across sections and of values types cannot describe. They read the raw
+    document (and salvage nested tables), so they run even where the shapes are wrong."""
+    exchange = raw.get("exchange")
+    if isinstance(exchange, dict):
+        if isinstance(exchange.get("timezone"), str):
+            _check_timezone(exchange["timezone"], "exchange.timezone", errors)
+        for j, cidr in enumerate(_strings(exchange.get("trusted_proxies"))):
+            _check_cidr(cidr, f"exchange.trusted_proxies[{j}]", errors)
 
     seen_keys: dict[str, str] = {}
-    _check_unique([s.id for s in config.sellers], "sellers", errors)
-    for i, seller in enumerate(config.sellers):
-        if not seller.api_keys and not seller.test_api_keys:
+    sellers = _entries(raw, "sellers")
+    _check_unique([(i, e.get("id")) for i, e in sellers], "sellers", errors)
+    for i, seller in sellers:
+        live, test = _strings(seller.get("api_keys")), _strings(seller.get("test_api_keys"))
+        if not live and not test:
             errors.append((f"sellers[{i}].api_keys", "a seller needs at least one key"))
-        for field, keys in (("api_keys", seller.api_keys), ("test_api_keys", seller.test_api_keys)):
+        for field, keys in (("api_keys", live), ("test_api_keys", test)):
             for j, key in enumerate(keys):
                 where = f"sellers[{i}].{field}[{j}]"
                 if key in seen_keys:
                     errors.append((where, f"key already used at {seen_keys[key]}"))
                 seen_keys[key] = where
-        for j, cidr in enumerate(seller.allowed_ips):
+        for j, cidr in enumerate(_strings(seller.get("allowed_ips"))):
             _check_cidr(cidr, f"sellers[{i}].allowed_ips[{j}]", errors)
 
-    _check_unique([b.id for b in config.buyers], "buyers", errors)
-    buyer_ids = {b.id for b in config.buyers}
-    _check_unique([c.id for c in config.campaigns], "campaigns", errors)
-    for i, c in enumerate(config.campaigns):
+    buyers = _entries(raw, "buyers")
+    _check_unique([(i, e.get("id")) for i, e in buyers], "buyers", errors)
+    buyer_ids = {e.get("id") for _, e in buyers}
+    campaigns = _entries(raw, "campaigns")
+    _check_unique([(i, e.get("id")) for i, e in campaigns], "campaigns", errors)
+    for i, c in campaigns:
         where = f"campaigns[{i}]"
-        if c.buyer not in buyer_ids:
-            errors.append((f"{where}.buyer", f"no buyer with id {c.buyer!r}"))
-        if c.ping_url is None and c.fixed_price <= 0:
+        if isinstance(c.get("buyer"), str) and c["buyer"] not in buyer_ids:
+            errors.append((f"{where}.buyer", f"no buyer with id {c['buyer']!r}"))
+        price = c.get("fixed_price", 0)
+        if "ping_url" not in c and isinstance(price, (int, float)) and price <= 0:
             errors.append((f"{where}.fixed_price", "a campaign without ping_url needs a fixed_price above 0"))
-        f = c.filters
+        try:
+            f = _salvage(c.get("filters", {}), Filters)
+        except msgspec.ValidationError:
+            continue
         for name in ("states", "exclude_states"):
             for j, code in enumerate(getattr(f, name) or ()):
                 if code.upper() not in US_STATES:
@@ -276,9 +316,11 @@ def rule_problem(rule: Rule) -> str | None:
     return None if not isinstance(v, list) else f"{rule.op} needs a single value"
 
 
-def _check_unique(ids: list[str], section: str, errors: list[tuple[str, str]]) -> None:
+def _check_unique(ids: list[tuple[int, Any]], section: str, errors: list[tuple[str, str]]) -> None:
     seen: set[str] = set()
-    for i, ident in enumerate(ids):
+    for i, ident in ids:
+        if not isinstance(ident, str):
+            continue
         if ident in seen:
             errors.append((f"{section}[{i}].id", f"duplicate id {ident!r}"))
         seen.add(ident)
