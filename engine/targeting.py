@@ -56,8 +56,9 @@ def schedule_bitmap(days: Sequence[str], start: str, end: str) -> bytearray:
     length = hi - lo if hi > lo else MINUTES_PER_WEEK // 7 - lo + hi
     for day in days:
         base = DAYS.index(day) * 1440 + lo
-        for m in range(base, base + length):
-            bitmap[m % MINUTES_PER_WEEK] = 1
+        head = min(length, MINUTES_PER_WEEK - base)
+        bitmap[base:base + head] = b"\x01" * head
+        bitmap[:length - head] = b"\x01" * (length - head)
     return bitmap
 
 
@@ -124,11 +125,16 @@ class Index:
         for i, c in enumerate(self.campaigns):
             if c.active:
                 self.by_vertical.setdefault(c.vertical, []).append(i)
+        #: campaign number -> (time zone, bitmap); equal windows share one bitmap object.
         self._schedules: dict[int, tuple[datetime.tzinfo, bytearray]] = {}
+        bitmaps: dict[tuple[tuple[str, ...], str, str], bytearray] = {}
         for i, c in enumerate(self.campaigns):
             s = c.filters.schedule
             if s is not None:
-                self._schedules[i] = (zone(s.timezone), schedule_bitmap(s.days, s.start, s.end))
+                window = (tuple(s.days), s.start, s.end)
+                if window not in bitmaps:
+                    bitmaps[window] = schedule_bitmap(*window)
+                self._schedules[i] = (zone(s.timezone), bitmaps[window])
         self._upper_states = [
             (None if c.filters.states is None else {x.upper() for x in c.filters.states},
              None if c.filters.exclude_states is None else {x.upper() for x in c.filters.exclude_states})
@@ -173,10 +179,17 @@ class Index:
                 return f"rule:{rule.field}"
         return None
 
+    def best_first(self, numbers: list[int], last_bids: Sequence[int]) -> None:
+        """Sort campaign numbers in place by highest priority, then highest last known bid,
+        then number: who gets pinged when more pass than ``max_buyers_per_ping`` allows."""
+        campaigns = self.campaigns
+        numbers.sort(key=lambda i: (-campaigns[i].priority, -last_bids[i], i))
+
     def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
                last_bids: Sequence[int]) -> Selection:
         """Who is pinged: the vertical's open campaigns that pass their filters, at most
-        ``max_buyers_per_ping`` of them, by highest priority and then highest last known bid."""
+        ``max_buyers_per_ping`` of them, best first (``best_first``); the cut ones are
+        reported after the filtered ones, in that same order."""
         out = Selection()
         passing: list[int] = []
         for i in self.by_vertical.get(ping.vertical, ()):
@@ -189,10 +202,9 @@ class Index:
                 passing.append(i)
             else:
                 out.reasons.append((i, "filtered:" + failed))
-        if len(passing) > self.max_buyers:
-            passing.sort(key=lambda i: (-self.campaigns[i].priority, -last_bids[i], i))
-            out.reasons.extend((i, OVER_MAX) for i in passing[self.max_buyers:])
-            del passing[self.max_buyers:]
+        self.best_first(passing, last_bids)
+        out.reasons.extend((i, OVER_MAX) for i in passing[self.max_buyers:])
+        del passing[self.max_buyers:]
         out.eligible = passing
         return out
 
@@ -210,7 +222,7 @@ def tiebreak_keys(seed: int, n: int) -> list[int]:
     return keys
 
 
-def rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[list[Bid], list[Bid]]:
+def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[list[Bid], list[Bid]]:
     """Order bids for the cascade: higher bid, then higher priority, then a seeded random
     order. Returns (ranked, dropped below ``min_bid_cents``). Zero bids never rank."""
     keys = tiebreak_keys(seed, len(bids))
@@ -225,6 +237,31 @@ def rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[list[Bid],
     return [t[3] for t in kept], dropped
 
 
+class CompiledIndex(Index):
+    """The reference index plus its compiled twin (``ext/_targeting.pyx``), which answers
+    ``select``; the reference parts stay for ``failed_filter`` and the twin's rare exact
+    fallbacks (huge integers, values of unexpected types)."""
+
+    compiled = True
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._core = _compiled.Core(self)
+
+    def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
+               last_bids: Sequence[int]) -> Selection:
+        return self._core.select(ping, seller_id, now, blocks, last_bids)
+
+
+try:
+    from . import _targeting as _compiled
+except ImportError:  # the extension is not built: the reference serves
+    _compiled = None
+    rank = reference_rank
+else:
+    rank = _compiled.rank
+
+
 def build_index(config: Config) -> Index:
     """The index the engine uses: the compiled one once ``ext/`` is built, else the reference."""
-    return Index(config)
+    return Index(config) if _compiled is None else CompiledIndex(config)

@@ -1,0 +1,690 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled twin of ``engine.targeting``: same answers, in microseconds.
+
+Eligibility runs for every ping over every campaign of its vertical, so the work is
+split: at build time each filter becomes something a C loop can test in a few
+instructions; per ping, everything that depends only on the ping (its state, zip, seller,
+source, attribute values, each time zone's minute of the week) is looked up once. The
+layout is described in docs/targeting.md; the reference stays the definition, and
+whatever is too odd to compile exactly (huge integers, values of unexpected types) is
+handed back to it.
+"""
+
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.ref cimport PyObject
+from libc.math cimport isfinite, modf, nearbyint
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t, uint8_t, INT64_MIN
+from libc.stdlib cimport qsort
+from libc.string cimport memcpy, memset
+
+
+cdef extern from *:
+    int popcount "__builtin_popcount"(unsigned int x) nogil
+    int lowest_bit "__builtin_ctz"(unsigned int x) nogil
+    int bit_length64 "64 - __builtin_clzll"(unsigned long long x) nogil  # x > 0
+
+
+cdef extern from "Python.h":
+    # Borrowed/stolen references without Cython's refcount bookkeeping: the output lists
+    # are filled with objects built once at index time.
+    PyObject* PyDict_GetItem(object d, object key)
+    PyObject* list_get "PyList_GET_ITEM"(object lst, Py_ssize_t i)
+    void list_set "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject* item)
+    void incref "Py_INCREF"(PyObject* o)
+    object PyList_New(Py_ssize_t n)
+
+
+# Filter bits, in the order of targeting.FILTER_ORDER (the first failing one is the reason).
+# Bits 0..8 are the keyed filters, answered per ping from the inverted lists.
+cdef enum:
+    KEYED = 0x1FF
+    INCLUDE = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 7)
+    EXCLUDE = (1 << 1) | (1 << 3) | (1 << 6) | (1 << 8)
+    MIN_QUALITY = 9
+    SCHEDULE = 10
+    RULES = 11
+    # A campaign's reason tuples: capped, benched, over max_buyers, then one per filter it has.
+    R_CAPPED = 0
+    R_BENCHED = 1
+    R_OVER_MAX = 2
+    R_FILTERS = 3
+    PASS = -1
+
+# The key each keyed filter looks up: FAMILY[bit] indexes the ping's keys.
+cdef int FAMILY[9]
+FAMILY[:] = [0, 0, 1, 1, 2, 3, 3, 4, 4]
+KEYED_FILTERS = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixes",
+                 "sellers", "exclude_sellers", "sources", "exclude_sources")
+N_FAMILIES = 5
+
+# Rule ops and value kinds.
+cdef enum:
+    OP_EQ, OP_NE, OP_IN, OP_NOT_IN, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_BETWEEN, OP_EXISTS
+OPS = {"eq": OP_EQ, "ne": OP_NE, "in": OP_IN, "not_in": OP_NOT_IN, "gt": OP_GT, "gte": OP_GTE,
+       "lt": OP_LT, "lte": OP_LTE, "between": OP_BETWEEN, "exists": OP_EXISTS}
+cdef enum:
+    K_PYTHON, K_STR, K_NUM, K_BOOL          # K_PYTHON: only the reference can compare it
+cdef enum:
+    F_UNSEEN, F_MISSING, F_SCALAR, F_LIST, F_PYTHON
+cdef enum:
+    UNKNOWN, PASSES, FAILS
+
+# Integers beyond 2**53 do not survive the trip to double; they go to the reference.
+cdef int64_t EXACT = 1LL << 53
+cdef int WORDS_PER_WEEK = (7 * 24 * 60 + 63) // 64
+
+
+ctypedef struct Camp:
+    int32_t number          # in the index (blocks, last_bids, Selection)
+    uint16_t present        # bit per filter given, FILTER_ORDER numbering
+    int64_t min_quality
+    int32_t zone            # time zone slot, or -1 without a schedule
+    int32_t week            # first bitmap word of its schedule
+    int32_t rules, n_rules  # into Core.rule_preds
+    int32_t reasons         # first of its reason tuples in the vertical's list
+    uint64_t rank           # 0 for the highest priority in the index, 1 for the next, ...
+
+ctypedef struct Value:
+    int32_t kind
+    int32_t sid             # interned string id; -1: a string no rule mentions
+    double num
+
+ctypedef struct Pred:
+    int32_t field, op
+    int32_t first, count    # target values in Core.values
+    bint python             # a target the C code does not compare: ask the reference
+    bint want               # exists: whether the attribute must be there
+
+ctypedef struct Seen:
+    int32_t state, first, count
+
+ctypedef struct Ping:
+    # Per-call scratch: the ping's attribute values as they get looked at.
+    Seen* fields
+    uint8_t* preds
+    Value* items
+    Py_ssize_t n_items, cap_items
+
+
+cdef Value classify(object x, dict strings, bint intern):
+    """A scalar as the C code compares it; the kinds keep ``true`` apart from ``1``."""
+    cdef Value v
+    cdef int overflow
+    cdef long long n
+    v.kind, v.sid, v.num = K_PYTHON, -1, 0.0
+    t = type(x)
+    if t is bool:
+        v.kind, v.num = K_BOOL, (1.0 if x else 0.0)
+    elif t is int:
+        n = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if not overflow and -EXACT <= n <= EXACT:
+            v.kind, v.num = K_NUM, <double>n
+    elif t is float:
+        v.kind, v.num = K_NUM, x
+    elif t is str:
+        v.kind = K_STR
+        v.sid = strings.setdefault(x, len(strings)) if intern else strings.get(x, -1)
+    return v
+
+
+cdef inline bint same(const Value* a, const Value* b) nogil:
+    if a.kind != b.kind:
+        return False
+    return a.sid == b.sid if a.kind == K_STR else a.num == b.num
+
+
+cdef inline void put(list lst, Py_ssize_t i, PyObject* item):
+    incref(item)
+    list_set(lst, i, item)
+
+
+cdef inline int slot_of(uint16_t present, int bit) nogil:
+    """A failed filter's reason slot: after the fixed ones, counting the filters given before it."""
+    return R_FILTERS + popcount(present & ((1u << bit) - 1))
+
+
+cdef int64_t epoch_minute(double now) noexcept nogil:
+    """The UTC minute ``datetime.fromtimestamp(now)`` falls in: it rounds to the microsecond
+    half-even first, so 59.9999996 is already the next minute. Every zone's offset has been
+    a whole number of minutes since 1972, so a zone's minute of the week is fixed within it."""
+    cdef double whole
+    cdef double micro = nearbyint(modf(now, &whole) * 1e6)
+    if micro >= 1e6:
+        whole += 1
+    elif micro < 0:
+        whole -= 1
+    cdef int64_t second = <int64_t>whole
+    return second // 60 - (1 if second % 60 < 0 else 0)
+
+
+cdef void sort_keys(uint64_t* keys, uint64_t* spare, Py_ssize_t n, int bits) noexcept nogil:
+    """Ascending, by least-significant-digit radix over the ``bits`` low bits in use."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t counts[256]
+    cdef uint64_t x
+    cdef uint64_t* swap
+    if n <= 32:
+        for i in range(1, n):
+            x = keys[i]
+            j = i
+            while j > 0 and keys[j - 1] > x:
+                keys[j] = keys[j - 1]
+                j -= 1
+            keys[j] = x
+        return
+    cdef int shift = 0
+    while shift < bits:
+        memset(counts, 0, sizeof(counts))
+        for i in range(n):
+            counts[(keys[i] >> shift) & 255] += 1
+        j = 0
+        for i in range(256):
+            j, counts[i] = j + counts[i], j
+        for i in range(n):
+            spare[counts[(keys[i] >> shift) & 255]] = keys[i]
+            counts[(keys[i] >> shift) & 255] += 1
+        keys, spare = spare, keys
+        shift += 8
+    if (bits + 7) // 8 % 2:
+        memcpy(spare, keys, n * sizeof(uint64_t))
+
+
+def _reason(name):
+    """One string object per reason, shared by every campaign's tuples."""
+    return _REASONS.setdefault(name, "filtered:" + name)
+
+
+_REASONS = {}
+
+
+def _targets(int op, value):
+    """The values a rule compares with, or None for a shape only the reference handles."""
+    if op == OP_EXISTS:
+        return []
+    if op in (OP_EQ, OP_NE):
+        return None if isinstance(value, list) else [value]
+    if op in (OP_IN, OP_NOT_IN):
+        return value if isinstance(value, list) else None
+    if op == OP_BETWEEN:
+        ok = isinstance(value, list) and len(value) == 2 and all(type(x) in (int, float) for x in value)
+        return value if ok else None
+    return [value] if type(value) in (int, float) else None
+
+
+def _typed(value):
+    """A dict key for a rule value that tells ``true``, ``1`` and ``1.0`` apart."""
+    if isinstance(value, list):
+        return tuple(_typed(x) for x in value)
+    return (type(value), value)
+
+
+cdef class _Vertical:
+    """One vertical's campaigns as C structs, plus the inverted lists of keyed filters."""
+
+    cdef Camp* camps
+    cdef Py_ssize_t n
+    cdef list keyed            # per family: key -> offset in ``postings``
+    cdef int32_t* postings     # at an offset: count, then (position << 4 | filter bit) entries
+    cdef list reasons          # the (number, reason) tuples Selection.reasons is made of
+
+    def __dealloc__(self):
+        PyMem_Free(self.camps)
+        PyMem_Free(self.postings)
+
+    cdef void _mark(self, int family, object key, uint16_t* hits):
+        """Set the filter bits of every campaign whose keyed filter lists ``key``."""
+        cdef PyObject* at = PyDict_GetItem(self.keyed[family], key)
+        if at == NULL:
+            return
+        cdef int32_t* entry = self.postings + <Py_ssize_t><object>at
+        cdef int32_t* end = entry + 1 + entry[0]
+        entry += 1
+        while entry < end:
+            hits[entry[0] >> 4] |= 1 << (entry[0] & 15)
+            entry += 1
+
+    cdef _set_postings(self, list lists):
+        cdef Py_ssize_t size = sum(1 + len(entries) for family in lists for entries in family.values())
+        self.postings = <int32_t*>PyMem_Malloc((size + 1) * sizeof(int32_t))
+        if self.postings == NULL:
+            raise MemoryError
+        cdef Py_ssize_t at = 0
+        self.keyed = []
+        for family in lists:
+            offsets = {}
+            for key, entries in family.items():
+                offsets[key] = at
+                self.postings[at] = len(entries)
+                for e in entries:
+                    at += 1
+                    self.postings[at] = e
+                at += 1
+            self.keyed.append(offsets)
+
+
+cdef class Core:
+    """Built once per config from the reference ``Index``; ``select`` is its hot path."""
+
+    cdef object index, selection, reference_rule, minute_of_week
+    cdef tuple fixed_reasons   # reason slots R_CAPPED, R_BENCHED, R_OVER_MAX
+    cdef dict verticals
+    cdef Py_ssize_t n_campaigns, max_buyers
+    cdef int rank_bits
+    # rules
+    cdef dict strings
+    cdef list field_names, rules
+    cdef Pred* preds
+    cdef Value* values
+    cdef int32_t* rule_preds
+    cdef Py_ssize_t n_preds, n_rule_refs
+    # schedules
+    cdef list zones
+    cdef uint64_t* weeks
+    cdef int64_t* zone_minute   # per zone: the epoch minute its minute of the week is for
+    cdef int32_t* zone_mow
+
+    def __cinit__(self):
+        self.preds = NULL
+        self.values = NULL
+        self.rule_preds = NULL
+        self.weeks = NULL
+        self.zone_minute = NULL
+        self.zone_mow = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.preds)
+        PyMem_Free(self.values)
+        PyMem_Free(self.rule_preds)
+        PyMem_Free(self.weeks)
+        PyMem_Free(self.zone_minute)
+        PyMem_Free(self.zone_mow)
+
+    def __init__(self, index):
+        from engine import targeting
+        self.index = index
+        self.selection = targeting.Selection
+        self.reference_rule = targeting.rule_passes
+        self.minute_of_week = targeting.minute_of_week
+        self.fixed_reasons = (targeting.BLOCK_REASON[targeting.CAPPED],
+                              targeting.BLOCK_REASON[targeting.BENCHED], targeting.OVER_MAX)
+        assert (targeting.CAPPED, targeting.BENCHED) == (R_CAPPED + 1, R_BENCHED + 1)
+        self.n_campaigns = len(index.campaigns)
+        self.max_buyers = index.max_buyers
+        self.strings = {}
+        self.field_names = []
+        self.rules = []
+        self.zones = []
+        campaigns = index.campaigns
+        priorities = sorted({c.priority for c in campaigns}, reverse=True)
+        ranks = {p: r for r, p in enumerate(priorities)}
+        self.rank_bits = len(priorities).bit_length()
+        weeks = self._build_schedules(index._schedules)
+        pred_of = self._build_rules(campaigns)
+        self.verticals = {name: self._build_vertical(numbers, campaigns, ranks, weeks, pred_of)
+                          for name, numbers in index.by_vertical.items()}
+
+    def select(self, ping, seller_id, now, const unsigned char[::1] blocks, last_bids):
+        """``Index.select``: the same eligible list and the same reasons, in the same order."""
+        cdef _Vertical v = self.verticals.get(ping.vertical)
+        if v is None:
+            return self.selection()
+        if blocks.shape[0] < self.n_campaigns or len(last_bids) < self.n_campaigns:
+            raise IndexError("blocks and last_bids must cover every campaign of the index")
+        cdef Py_ssize_t n = v.n
+        cdef Ping scratch
+        cdef char* block = <char*>PyMem_Malloc(
+            n * (sizeof(PyObject*) + sizeof(int32_t) + sizeof(uint16_t))
+            + len(self.field_names) * sizeof(Seen) + self.n_preds + 8)
+        if block == NULL:
+            raise MemoryError
+        cdef PyObject** failed = <PyObject**>block
+        cdef Seen* fields = <Seen*>(failed + n)
+        cdef int32_t* passing = <int32_t*>(fields + len(self.field_names))
+        cdef uint16_t* hits = <uint16_t*>(passing + n)
+        scratch.fields, scratch.preds = fields, <uint8_t*>(hits + n)
+        scratch.items, scratch.n_items, scratch.cap_items = NULL, 0, 0
+        memset(fields, 0, len(self.field_names) * sizeof(Seen))
+        memset(hits, 0, n * sizeof(uint16_t) + self.n_preds)
+        try:
+            self._mark_keys(v, ping, seller_id, hits)
+            return self._select(v, ping, now, blocks, last_bids, &scratch, failed, passing, hits)
+        finally:
+            PyMem_Free(scratch.items)
+            PyMem_Free(block)
+
+    cdef void _mark_keys(self, _Vertical v, object ping, object seller_id, uint16_t* hits):
+        """Per ping, one lookup per key instead of one test per campaign and keyed filter."""
+        state = ping.state
+        if isinstance(state, str):
+            v._mark(0, state.upper(), hits)
+        zip5 = ping.zip[:5]
+        v._mark(1, zip5, hits)
+        for length in range(len(zip5) + 1):
+            v._mark(2, zip5[:length], hits)
+        v._mark(3, seller_id, hits)
+        source = ping.source_id
+        if isinstance(source, str):
+            v._mark(4, source, hits)
+
+    cdef object _select(self, _Vertical v, object ping, object now, const unsigned char[::1] blocks,
+                        object last_bids, Ping* scratch, PyObject** failed, int32_t* passing,
+                        const uint16_t* hits):
+        quality = ping.quality_score
+        cdef bint has_quality = isinstance(quality, int)
+        cdef int64_t score = quality if has_quality else 0
+        attributes = ping.attributes if isinstance(ping.attributes, dict) else None
+        cdef int64_t minute = epoch_minute(now) if isfinite(now) else INT64_MIN + 1
+        cdef Py_ssize_t pos, j, n_failed = 0, n_passing = 0
+        cdef const Camp* c
+        cdef unsigned int fails, present, b
+        cdef int slot, verdict, m
+        for pos in range(v.n):
+            c = &v.camps[pos]
+            b = blocks[c.number]
+            present = c.present
+            fails = present & ((INCLUDE & ~hits[pos]) | (EXCLUDE & hits[pos]))
+            slot = PASS
+            if b:
+                if b > R_BENCHED + 1:
+                    raise KeyError(b)
+                slot = R_CAPPED + b - 1
+            elif fails:
+                slot = slot_of(present, lowest_bit(fails))
+            elif present >> MIN_QUALITY & 1 and (not has_quality or score < c.min_quality):
+                slot = slot_of(present, MIN_QUALITY)
+            elif present >> SCHEDULE & 1:
+                m = self._minute_of_week(c.zone, minute, now)
+                if not self.weeks[c.week + (m >> 6)] >> (m & 63) & 1:
+                    slot = slot_of(present, SCHEDULE)
+            if slot == PASS:
+                for j in range(c.n_rules):
+                    verdict = scratch.preds[self.rule_preds[c.rules + j]]
+                    if verdict == UNKNOWN:
+                        verdict = self._judge(self.rule_preds[c.rules + j], scratch, attributes)
+                        scratch.preds[self.rule_preds[c.rules + j]] = verdict
+                    if verdict == FAILS:
+                        slot = slot_of(present, RULES) + j
+                        break
+            if slot == PASS:
+                passing[n_passing] = pos
+                n_passing += 1
+            else:
+                failed[n_failed] = list_get(v.reasons, c.reasons + slot)
+                n_failed += 1
+        self._best_first(v, passing, n_passing, last_bids)
+        cdef Py_ssize_t k = min(n_passing, self.max_buyers)
+        eligible = PyList_New(k)
+        for j in range(k):  # the campaign's number, as the int object its reason tuples hold
+            number = (<tuple><object>list_get(v.reasons, v.camps[passing[j]].reasons))[0]
+            put(eligible, j, <PyObject*>number)
+        reasons = PyList_New(n_failed + n_passing - k)
+        for j in range(n_failed):
+            put(reasons, j, failed[j])
+        for j in range(k, n_passing):
+            put(reasons, n_failed + j - k, list_get(v.reasons, v.camps[passing[j]].reasons + R_OVER_MAX))
+        return self.selection(eligible, reasons)
+
+    cdef int _minute_of_week(self, int zone, int64_t minute, object now) except -1:
+        """Asks the reference once per zone and UTC minute, for all pings in that minute."""
+        if self.zone_minute[zone] != minute:
+            self.zone_mow[zone] = self.minute_of_week(now, self.zones[zone])
+            self.zone_minute[zone] = minute
+        return self.zone_mow[zone]
+
+    cdef int _judge(self, int32_t p, Ping* scratch, object attributes) except -1:
+        """One predicate for this ping (each is judged at most once per ping)."""
+        cdef const Pred* pred = &self.preds[p]
+        cdef Seen* seen = &scratch.fields[pred.field]
+        if seen.state == F_UNSEEN:
+            self._look(seen, self.field_names[pred.field], scratch, attributes)
+        if pred.op == OP_EXISTS:
+            return PASSES if (seen.state != F_MISSING) == pred.want else FAILS
+        if pred.python or seen.state == F_PYTHON:
+            return PASSES if self.reference_rule(self.rules[p], attributes) else FAILS
+        if seen.state == F_MISSING:
+            return FAILS
+        cdef const Value* items = scratch.items + seen.first
+        cdef const Value* targets = self.values + pred.first
+        cdef Py_ssize_t i, t
+        cdef bint hit = False
+        cdef double x
+        if pred.op <= OP_NOT_IN:  # any element against any target
+            for i in range(seen.count):
+                for t in range(pred.count):
+                    hit = hit or same(&items[i], &targets[t])
+            return PASSES if hit == (pred.op == OP_EQ or pred.op == OP_IN) else FAILS
+        if seen.state != F_SCALAR or items[0].kind != K_NUM:
+            return FAILS
+        x = items[0].num
+        if pred.op == OP_GT:
+            hit = x > targets[0].num
+        elif pred.op == OP_GTE:
+            hit = x >= targets[0].num
+        elif pred.op == OP_LT:
+            hit = x < targets[0].num
+        elif pred.op == OP_LTE:
+            hit = x <= targets[0].num
+        else:
+            hit = targets[0].num <= x <= targets[1].num
+        return PASSES if hit else FAILS
+
+    cdef int _look(self, Seen* seen, str name, Ping* scratch, object attributes) except -1:
+        """Classify the ping's value of one attribute, once, the first time a rule needs it."""
+        seen.state = F_MISSING
+        cdef PyObject* at = NULL if attributes is None else PyDict_GetItem(attributes, name)
+        if at == NULL:
+            return 0
+        value = <object>at
+        values = value if type(value) is list else (value,)
+        cdef Py_ssize_t count = len(values)
+        if scratch.n_items + count > scratch.cap_items:
+            scratch.cap_items = 2 * (scratch.n_items + count)
+            grown = <Value*>PyMem_Realloc(scratch.items, scratch.cap_items * sizeof(Value))
+            if grown == NULL:
+                raise MemoryError
+            scratch.items = grown
+        seen.state = F_LIST if type(value) is list else F_SCALAR
+        seen.first, seen.count = scratch.n_items, count
+        for x in values:
+            scratch.items[scratch.n_items] = classify(x, self.strings, False)
+            if scratch.items[scratch.n_items].kind == K_PYTHON:
+                seen.state = F_PYTHON
+            scratch.n_items += 1
+        return 0
+
+    cdef int _best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
+        """``Index.best_first`` over positions, as one sort of packed integer keys
+        (priority rank, last bid below the highest, position); the reference sorts
+        whatever does not pack into 64 bits."""
+        if n < 2:
+            return 0
+        cdef uint64_t* keys = <uint64_t*>PyMem_Malloc(2 * n * sizeof(uint64_t))
+        if keys == NULL:
+            raise MemoryError
+        cdef int64_t* bids = <int64_t*>(keys + n)
+        cdef int64_t low = 0, high = 0
+        cdef int overflow = 0, pos_bits = bit_length64(v.n - 1), bid_bits
+        cdef Py_ssize_t i
+        try:
+            for i in range(n):
+                bid = (<object>list_get(last_bids, v.camps[passing[i]].number) if type(last_bids) is list
+                       else last_bids[v.camps[passing[i]].number])
+                if type(bid) is not int:
+                    return self._python_best_first(v, passing, n, last_bids)
+                bids[i] = PyLong_AsLongLongAndOverflow(bid, &overflow)
+                if overflow:
+                    return self._python_best_first(v, passing, n, last_bids)
+                low = bids[i] if i == 0 or bids[i] < low else low
+                high = bids[i] if i == 0 or bids[i] > high else high
+            bid_bits = bit_length64(<uint64_t>high - <uint64_t>low) if high != low else 0
+            if self.rank_bits + bid_bits + pos_bits > 64:
+                return self._python_best_first(v, passing, n, last_bids)
+            for i in range(n):
+                keys[i] = ((v.camps[passing[i]].rank << bid_bits | <uint64_t>high - <uint64_t>bids[i])
+                           << pos_bits | <uint64_t>passing[i])
+            sort_keys(keys, <uint64_t*>bids, n, self.rank_bits + bid_bits + pos_bits)
+            for i in range(n):
+                passing[i] = keys[i] & ((1ULL << pos_bits) - 1)
+        finally:
+            PyMem_Free(keys)
+        return 0
+
+    cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
+        position = {v.camps[passing[i]].number: passing[i] for i in range(n)}
+        numbers = list(position)
+        self.index.best_first(numbers, last_bids)
+        for i, number in enumerate(numbers):
+            passing[i] = position[number]
+        return 0
+
+    cdef dict _build_schedules(self, dict schedules):
+        """Pack each distinct bitmap to bits; returns campaign number -> (zone slot, word)."""
+        zone_slot, week_of, placed = {}, {}, {}
+        for number, (tz, bitmap) in schedules.items():
+            if id(bitmap) not in week_of:
+                week_of[id(bitmap)] = len(week_of) * WORDS_PER_WEEK
+            placed[number] = (zone_slot.setdefault(tz, len(zone_slot)), week_of[id(bitmap)])
+        self.zones = list(zone_slot)
+        self.weeks = <uint64_t*>PyMem_Calloc(len(week_of) * WORDS_PER_WEEK + 1, sizeof(uint64_t))
+        self.zone_minute = <int64_t*>PyMem_Malloc((len(self.zones) + 1) * sizeof(int64_t))
+        self.zone_mow = <int32_t*>PyMem_Malloc((len(self.zones) + 1) * sizeof(int32_t))
+        if self.weeks == NULL or self.zone_minute == NULL or self.zone_mow == NULL:
+            raise MemoryError
+        for z in range(len(self.zones)):
+            self.zone_minute[z] = INT64_MIN
+        cdef const unsigned char[:] bits
+        cdef Py_ssize_t m, word
+        for number, (tz, bitmap) in schedules.items():
+            word = placed[number][1]
+            bits = bitmap
+            for m in range(bits.shape[0]):
+                if bits[m]:
+                    self.weeks[word + (m >> 6)] |= 1ULL << (m & 63)
+        return placed
+
+    cdef dict _build_rules(self, list campaigns):
+        """Distinct (field, op, value) rules become predicates; returns key -> predicate id."""
+        pred_of, field_of = {}, {}
+        for c in campaigns:
+            for rule in c.filters.rules or ():
+                key = (rule.field, rule.op, _typed(rule.value))
+                if key not in pred_of:
+                    pred_of[key] = len(self.rules)
+                    self.rules.append(rule)
+                    field_of.setdefault(rule.field, len(field_of))
+        self.field_names = list(field_of)
+        self.n_preds = len(self.rules)
+        targets = [_targets(OPS[rule.op], rule.value) for rule in self.rules]
+        n_refs = sum(len(c.filters.rules or ()) for c in campaigns)
+        self.preds = <Pred*>PyMem_Malloc((self.n_preds + 1) * sizeof(Pred))
+        self.values = <Value*>PyMem_Malloc((sum(len(t or ()) for t in targets) + 1) * sizeof(Value))
+        self.rule_preds = <int32_t*>PyMem_Malloc((n_refs + 1) * sizeof(int32_t))
+        if self.preds == NULL or self.values == NULL or self.rule_preds == NULL:
+            raise MemoryError
+        cdef Pred* pred
+        cdef Py_ssize_t first = 0
+        for p, rule in enumerate(self.rules):
+            pred = &self.preds[p]
+            pred.field, pred.op = field_of[rule.field], OPS[rule.op]
+            pred.want = rule.value is not False
+            pred.python = targets[p] is None
+            pred.first, pred.count = first, len(targets[p] or ())
+            for x in targets[p] or ():
+                self.values[first] = classify(x, self.strings, True)
+                pred.python |= self.values[first].kind == K_PYTHON
+                first += 1
+        return pred_of
+
+    cdef _Vertical _build_vertical(self, list numbers, list campaigns, dict ranks, dict weeks,
+                                   dict pred_of):
+        cdef _Vertical v = _Vertical.__new__(_Vertical)
+        cdef Camp* c
+        v.n = len(numbers)
+        v.camps = <Camp*>PyMem_Calloc(v.n + 1, sizeof(Camp))
+        if v.camps == NULL:
+            raise MemoryError
+        v.reasons = []
+        lists = [{} for _ in range(N_FAMILIES)]
+        for pos, number in enumerate(numbers):
+            campaign = campaigns[number]
+            f = campaign.filters
+            c = &v.camps[pos]
+            c.number, c.rank, c.zone, c.reasons = number, ranks[campaign.priority], -1, len(v.reasons)
+            v.reasons.extend([(number, reason) for reason in self.fixed_reasons])
+            for bit, name in enumerate(KEYED_FILTERS):
+                keys = getattr(f, name)
+                if keys is not None:
+                    c.present |= 1 << bit
+                    v.reasons.append((number, _reason(name)))
+                    for key in keys:
+                        lists[FAMILY[bit]].setdefault(key.upper() if bit < 2 else key, []).append(pos << 4 | bit)
+            if f.min_quality is not None:
+                c.present |= 1 << MIN_QUALITY
+                c.min_quality = f.min_quality
+                v.reasons.append((number, _reason("min_quality")))
+            if number in weeks:
+                c.present |= 1 << SCHEDULE
+                c.zone, c.week = weeks[number]
+                v.reasons.append((number, _reason("schedule")))
+            c.rules, c.n_rules = self.n_rule_refs, len(f.rules or ())
+            for rule in f.rules or ():
+                self.rule_preds[self.n_rule_refs] = pred_of[(rule.field, rule.op, _typed(rule.value))]
+                self.n_rule_refs += 1
+                v.reasons.append((number, _reason("rule:" + rule.field)))
+        v._set_postings(lists)
+        return v
+
+
+ctypedef struct Entry:
+    int64_t cents, priority
+    uint64_t key            # the seeded tie-break, as targeting.tiebreak_keys
+    Py_ssize_t at
+
+
+cdef int by_rank(const void* a, const void* b) noexcept nogil:
+    cdef const Entry* x = <const Entry*>a
+    cdef const Entry* y = <const Entry*>b
+    if x.cents != y.cents:
+        return -1 if x.cents > y.cents else 1
+    if x.priority != y.priority:
+        return -1 if x.priority > y.priority else 1
+    if x.key != y.key:
+        return -1 if x.key < y.key else 1
+    return -1 if x.at < y.at else (1 if x.at > y.at else 0)
+
+
+def rank(bids, min_bid_cents, seed):
+    """``targeting.reference_rank`` over C integers; bids whose numbers do not fit 64 bits
+    (or are not ints) are ranked by the reference."""
+    bids = bids if type(bids) is list else list(bids)
+    cdef Py_ssize_t n = len(bids), i, kept = 0
+    cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
+    cdef int64_t floor
+    cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
+    if entries == NULL:
+        raise MemoryError
+    dropped = []
+    try:
+        floor = min_bid_cents
+        for i in range(n):
+            bid = <object>list_get(bids, i)
+            state += 0x9E3779B97F4A7C15ULL
+            z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+            entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
+            if entries[kept].cents <= 0 or entries[kept].cents < floor:
+                dropped.append(bid)
+            else:
+                entries[kept].key, entries[kept].at = z ^ (z >> 31), i
+                kept += 1
+        qsort(entries, kept, sizeof(Entry), by_rank)
+        ranked = PyList_New(kept)
+        for i in range(kept):
+            put(ranked, i, list_get(bids, entries[i].at))
+        return ranked, dropped
+    except (OverflowError, TypeError):
+        from engine.targeting import reference_rank
+        return reference_rank(bids, min_bid_cents, seed)
+    finally:
+        PyMem_Free(entries)

@@ -1,0 +1,17 @@
+"""Builds ``ext/_targeting.pyx`` into ``engine._targeting`` on every ``pip install``.
+
+Everything else about the package lives in pyproject.toml; this file exists because the
+Cython extension has to be declared in code. ``PINGPOST_ANNOTATE=1`` also writes
+``ext/_targeting.html`` (``cython -a``): yellow lines are where the hot path still talks
+to the Python runtime.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+targeting = Extension("engine._targeting", ["ext/_targeting.pyx"], extra_compile_args=["-O3"])
+
+setup(ext_modules=cythonize([targeting], annotate=os.environ.get("PINGPOST_ANNOTATE") == "1",
+                            compiler_directives={"language_level": 3}))
