@@ -56,8 +56,9 @@ class Supervisor:
             assert process.stdout is not None
             async for raw in process.stdout:
                 line = raw.decode(errors="replace").rstrip()
-                if line.startswith("listening on ") and not ready.done():
-                    ready.set_result(line)
+                if line.startswith("listening on "):
+                    if not ready.done():  # announced once, by run(); a restarted worker's line is not repeated
+                        ready.set_result(line)
                 elif line:
                     print(line, flush=True)
             code = await process.wait()
