@@ -648,9 +648,9 @@ def start_py_spy(args: argparse.Namespace, s: Scenario, pid: int, layout: Layout
     out = Path(args.py_spy)
     out.mkdir(parents=True, exist_ok=True)
     command = [*layout.prefix("others"), spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-               "--duration", str(max(1, int(args.duration))), "--nonblocking", "-o", str(out / f"{s.name}.txt")]
-    if args.py_spy_native:
-        command.append("--native")
+               "--duration", str(max(1, int(args.duration))), "-o", str(out / f"{s.name}.txt")]
+    # --nonblocking does not pause the exchange per sample, but cannot read native frames
+    command.append("--native" if args.py_spy_native else "--nonblocking")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
