@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Awaitable
+from typing import Any, Awaitable, TypeVar
 
 import msgspec
 
@@ -25,11 +25,15 @@ from .config import Buyer, Campaign, Config, Seller
 from .errors import ApiError
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
-from .store.base import Store
+from .store.base import Store, StoreUnavailable
 from .targeting import Bid, Index, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
 log = logging.getLogger("pingpost.auction")
+T = TypeVar("T")
+
+#: Time a store call may take past the seller's deadline (a healthy store needs about 1 ms).
+STORE_GRACE_S = 0.05
 
 _PING_FIELDS = PingFields.__struct_fields__
 
@@ -151,8 +155,8 @@ class Exchange:
             bids=[RankedBid(campaigns[b.campaign].id, b.cents, bid_ids.get(b.campaign)) for b in ranked],
             outcomes=list(outcomes.values()), price_cents=price,
         )
-        await self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
-                                   [(campaigns[b.campaign].id, b.cents) for b in bids])
+        await within(deadline, self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
+                                                    [(campaigns[b.campaign].id, b.cents) for b in bids]))
         self.metrics.auction_seconds.observe(auction_ms / 1000)
         self.metrics.ping_answered(record_status(record))
         log.info("ping", extra={"event": {
@@ -168,8 +172,9 @@ class Exchange:
 
         The lock and the duplicate check go to the store together (one round trip)."""
         keys = lead_keys(lead)
-        opened, duplicates = await asyncio.gather(
-            self.store.open_post(ping_id, self.config.exchange.post_timeout_ms / 1000 + 5), self._duplicates(keys))
+        post_timeout_s = self.config.exchange.post_timeout_ms / 1000
+        opened, duplicates = await within(time.perf_counter() + post_timeout_s, asyncio.gather(
+            self.store.open_post(ping_id, post_timeout_s + 5), self._duplicates(keys)))
         record = opened.record
         if record is None or record.seller_id != seller.seller.id:
             if opened.acquired:  # another seller's try must not hold the owner's lock
@@ -276,6 +281,16 @@ class Exchange:
             result.lead_id = os.urandom(12).hex()
             result.buyer_lead_id = verdict.lead_id
             return
+
+
+async def within(deadline: float, work: Awaitable[T]) -> T:
+    """A store call bounded by the seller's deadline (``perf_counter`` time) plus a little:
+    a store that stops answering costs the seller a 503, never the deadline."""
+    try:
+        async with asyncio.timeout(max(deadline - time.perf_counter(), 0) + STORE_GRACE_S):
+            return await work
+    except TimeoutError:
+        raise StoreUnavailable("the store did not answer within the deadline") from None
 
 
 def record_status(record: PingRecord) -> str:

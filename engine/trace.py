@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 
+import msgspec
 from msgspec import Struct
 
 from . import money
@@ -42,6 +43,21 @@ class PingRecord(Struct, kw_only=True):
     outcomes: list[CampaignOutcome]
     price_cents: int | None = None
     post: PostRecord | None = None
+
+
+pack = msgspec.msgpack.Encoder().encode
+_unpack_record = msgspec.msgpack.Decoder(PingRecord).decode
+_unpack_post = msgspec.msgpack.Decoder(PostRecord).decode
+
+
+def unpack(record: bytes | None, post: bytes | None) -> PingRecord | None:
+    """A stored record (msgpack), with its post result if one was stored."""
+    if record is None:
+        return None
+    found = _unpack_record(record)
+    if post is not None:
+        found.post = _unpack_post(post)
+    return found
 
 
 def rfc3339(epoch_s: float) -> str:

@@ -9,6 +9,7 @@ memory store; these tests show that it holds when the state lives in Redis and i
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -180,3 +181,35 @@ async def test_bench_on_one_worker_is_seen_by_the_other(buyers, exchange, redis_
     assert answer["price"] == 1
     assert (await outcomes(b, answer["ping_id"]))["slow"] == "benched"
     assert len(buyers.pings["slow"]) == 2, "B no longer pings the campaign A benched"
+
+
+# A Redis that stops answering ------------------------------------------------------------
+
+
+async def test_a_silent_redis_costs_a_503_never_the_deadline(buyers, exchange):
+    """A partitioned Redis (connected, silent: SIGSTOP) must not hold pings or posts past
+    their deadlines; they answer 503 store_unavailable, and service resumes after."""
+    from tests.redis_support import RedisServer
+
+    server = RedisServer().start()
+    try:
+        buyers.script("c1", ping=bid(2.0), post=accept())
+        config = base_config(buyers, {"id": "c1"}, auction_timeout_ms=300, post_timeout_ms=400)
+        (ex,) = await workers(exchange, config, server.url, 1)
+        ready, _ = await sold_ping(ex)
+        pending = await ping_ok(ex)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for call in (ex.ping({"vertical": "auto", "zip": "90210", "state": "CA"}),
+                         ex.post(pending["ping_id"], LEAD)):
+                started = time.perf_counter()
+                status, body = await call
+                elapsed = time.perf_counter() - started
+                assert status == 503 and body["error"]["code"] == "store_unavailable", (status, body)
+                assert elapsed < 0.4 + 0.3, f"answered after {elapsed:.2f} s"
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert (await ex.post(ready["ping_id"], LEAD))[0] == 200
+    finally:
+        server.remove()

@@ -2,6 +2,8 @@
 
 Every method completes without awaiting anything, so a ping or post never yields to the
 event loop inside the store and check-then-update sequences are atomic by construction.
+Records are kept packed (msgpack bytes, as in Redis): hundreds of thousands of pending
+pings then cost a few hundred bytes each and nothing to the garbage collector.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from collections import defaultdict, deque
 from typing import Sequence
 
 from ..targeting import BENCHED
-from ..trace import PingRecord, PostRecord
+from ..trace import PingRecord, PostRecord, pack, unpack
 from .base import OpenedPost, Reservation, Store, clock
 
 
 class MemoryStore(Store):
     def __init__(self) -> None:
         super().__init__()
-        self._records: dict[str, PingRecord] = {}
+        self._records: dict[str, bytes] = {}
+        self._posts: dict[str, bytes] = {}
         self._expiry: list[tuple[float, str]] = []
         self._locks: dict[str, float] = {}
         self._counts: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -29,7 +32,7 @@ class MemoryStore(Store):
     async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
                         bids: Sequence[tuple[str, int]]) -> None:
         now = clock()
-        self._records[record.ping_id] = record
+        self._records[record.ping_id] = pack(record)
         heapq.heappush(self._expiry, (now + keep_s, record.ping_id))
         for campaign_id, cents in bids:
             self.last_bids[self.index_of(campaign_id)] = cents
@@ -47,10 +50,10 @@ class MemoryStore(Store):
                 self.blocks[self.index_of(campaign_id)] = BENCHED
 
     async def get_ping(self, ping_id: str) -> PingRecord | None:
-        return self._records.get(ping_id)
+        return unpack(self._records.get(ping_id), self._posts.get(ping_id))
 
     async def open_post(self, ping_id: str, lock_s: float) -> OpenedPost:
-        record = self._records.get(ping_id)
+        record = await self.get_ping(ping_id)
         if record is None or record.post is not None:
             return OpenedPost(record, record.post if record else None, False)
         now = clock()
@@ -60,9 +63,8 @@ class MemoryStore(Store):
         return OpenedPost(record, None, True)
 
     async def finish_post(self, ping_id: str, result: PostRecord) -> None:
-        record = self._records.get(ping_id)
-        if record is not None:
-            record.post = result
+        if ping_id in self._records:
+            self._posts[ping_id] = pack(result)
         self._locks.pop(ping_id, None)
 
     async def unlock_post(self, ping_id: str) -> None:
@@ -119,6 +121,7 @@ class MemoryStore(Store):
         while self._expiry and self._expiry[0][0] <= now:
             _, ping_id = heapq.heappop(self._expiry)
             self._records.pop(ping_id, None)
+            self._posts.pop(ping_id, None)
             self._locks.pop(ping_id, None)
         if len(self._dupes) > 100_000:
             self._dupes = {k: t for k, t in self._dupes.items() if t > now}

@@ -27,7 +27,6 @@ from typing import Any, Callable, Coroutine, Sequence
 from urllib.parse import urlsplit
 
 import hiredis
-import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -38,7 +37,7 @@ from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionEr
 
 from ..config import Campaign, Exchange
 from ..targeting import BENCHED
-from ..trace import PingRecord, PostRecord
+from ..trace import PingRecord, PostRecord, pack, unpack
 from .base import OpenedPost, Reservation, Store, StoreUnavailable, clock
 
 SOCKET_TIMEOUT_S = 0.5
@@ -158,9 +157,6 @@ class _Call:
     future: asyncio.Future[list[Any]]
 
 
-_records = msgspec.msgpack.Decoder(PingRecord)
-_posts = msgspec.msgpack.Decoder(PostRecord)
-_encode = msgspec.msgpack.Encoder().encode
 
 
 class RedisStore(Store):
@@ -276,7 +272,7 @@ class RedisStore(Store):
 
     async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
                         bids: Sequence[tuple[str, int]]) -> None:
-        commands: list[Command] = [("SET", _ping_keys(record.ping_id)[0], _encode(record), "PX", _ms(keep_s))]
+        commands: list[Command] = [("SET", _ping_keys(record.ping_id)[0], pack(record), "PX", _ms(keep_s))]
         ex = self.exchange
         counted = list(timed_out) if ex.bench_after_timeouts > 0 else []
         commands += [BENCH.call(_bench_keys(c), record.ping_id, ex.bench_window_s * 1000,
@@ -292,16 +288,7 @@ class RedisStore(Store):
 
     async def get_ping(self, ping_id: str) -> PingRecord | None:
         rec, post = (await self._run(("MGET", *_ping_keys(ping_id)[:2])))[0]
-        return self._record(rec, post)
-
-    @staticmethod
-    def _record(rec: bytes | None, post: bytes | None) -> PingRecord | None:
-        if rec is None:
-            return None
-        record = _records.decode(rec)
-        if post is not None:
-            record.post = _posts.decode(post)
-        return record
+        return unpack(rec, post)
 
     # The post path -----------------------------------------------------------------------
 
@@ -312,11 +299,11 @@ class RedisStore(Store):
         if not found:
             return OpenedPost(None, None, False)
         rec, post, acquired = found
-        record = self._record(rec, post)
+        record = unpack(rec, post)
         return OpenedPost(record, record.post if record else None, bool(acquired))
 
     async def finish_post(self, ping_id: str, result: PostRecord) -> None:
-        await self._run(FINISH_POST.call(_ping_keys(ping_id), _encode(result)))
+        await self._run(FINISH_POST.call(_ping_keys(ping_id), pack(result)))
 
     async def unlock_post(self, ping_id: str) -> None:
         await self._run(("DEL", _ping_keys(ping_id)[2]))
