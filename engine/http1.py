@@ -56,8 +56,9 @@ class Target:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight on it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         self.limit = limit
+        self.loop = loop  # kept: asking for the running loop costs a getpid() per request
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
@@ -127,7 +128,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, head: bytes, body: bytes) -> asyncio.Future[tuple[int, bytes, bytes]]:
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         self.chunks = []
         self.size = 0
         self.status = 0
@@ -161,7 +162,7 @@ class Client:
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if scheme == "https" else None
         _, connection = await loop.create_connection(
-            lambda: _Connection(self.limit), host, port, ssl=tls, server_hostname=host if tls else None)
+            lambda: _Connection(self.limit, loop), host, port, ssl=tls, server_hostname=host if tls else None)
         return connection
 
     def _idle(self, origin: tuple[str, str, int]) -> _Connection | None:
