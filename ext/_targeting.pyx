@@ -14,13 +14,12 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject
 from libc.math cimport isfinite, modf, nearbyint
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t, uint8_t, INT64_MIN
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t, uint8_t, INT64_MIN
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memset
 
 
 cdef extern from *:
-    int popcount "__builtin_popcount"(unsigned int x) nogil
     int lowest_bit "__builtin_ctz"(unsigned int x) nogil
     int bit_length64 "64 - __builtin_clzll"(unsigned long long x) nogil  # x > 0
 
@@ -38,18 +37,18 @@ cdef extern from "Python.h":
 # Filter bits, in the order of targeting.FILTER_ORDER (the first failing one is the reason).
 # Bits 0..8 are the keyed filters, answered per ping from the inverted lists.
 cdef enum:
-    KEYED = 0x1FF
     INCLUDE = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 7)
     EXCLUDE = (1 << 1) | (1 << 3) | (1 << 6) | (1 << 8)
     MIN_QUALITY = 9
     SCHEDULE = 10
     RULES = 11
-    # A campaign's reason tuples: capped, benched, over max_buyers, then one per filter it has.
-    R_CAPPED = 0
-    R_BENCHED = 1
-    R_OVER_MAX = 2
-    R_FILTERS = 3
+    # Reasons other than a filter's (rules have their own list, see Core.rule_reasons).
+    R_CAPPED = 11
+    R_BENCHED = 12
+    R_OVER_MAX = 13
+    REASON_KINDS = 14
     PASS = -1
+    RULE_FAILED = -2           # minus the rule reference: the campaign's rule that failed
 
 # The key each keyed filter looks up: FAMILY[bit] indexes the ping's keys.
 cdef int FAMILY[9]
@@ -75,15 +74,14 @@ cdef int64_t EXACT = 1LL << 53
 cdef int WORDS_PER_WEEK = (7 * 24 * 60 + 63) // 64
 
 
-ctypedef struct Camp:
+ctypedef struct Camp:       # 32 bytes: the loop streams through all of them
+    int64_t min_quality
     int32_t number          # in the index (blocks, last_bids, Selection)
     uint16_t present        # bit per filter given, FILTER_ORDER numbering
-    int64_t min_quality
-    int32_t zone            # time zone slot, or -1 without a schedule
+    int16_t zone            # time zone slot of its schedule
     int32_t week            # first bitmap word of its schedule
-    int32_t rules, n_rules  # into Core.rule_preds
-    int32_t reasons         # first of its reason tuples in the vertical's list
-    uint64_t rank           # 0 for the highest priority in the index, 1 for the next, ...
+    int32_t rules, n_rules  # into Core.rule_preds and Core.rule_reasons
+    uint32_t rank           # 0 for the highest priority in the index, 1 for the next, ...
 
 ctypedef struct Value:
     int32_t kind
@@ -128,20 +126,15 @@ cdef Value classify(object x, dict strings, bint intern):
     return v
 
 
-cdef inline bint same(const Value* a, const Value* b) nogil:
+cdef inline bint same(const Value* a, const Value* b) noexcept nogil:
     if a.kind != b.kind:
         return False
     return a.sid == b.sid if a.kind == K_STR else a.num == b.num
 
 
-cdef inline void put(list lst, Py_ssize_t i, PyObject* item):
+cdef inline void put(list lst, Py_ssize_t i, PyObject* item) noexcept:
     incref(item)
     list_set(lst, i, item)
-
-
-cdef inline int slot_of(uint16_t present, int bit) nogil:
-    """A failed filter's reason slot: after the fixed ones, counting the filters given before it."""
-    return R_FILTERS + popcount(present & ((1u << bit) - 1))
 
 
 cdef int64_t epoch_minute(double now) noexcept nogil:
@@ -158,44 +151,39 @@ cdef int64_t epoch_minute(double now) noexcept nogil:
     return second // 60 - (1 if second % 60 < 0 else 0)
 
 
-cdef void sort_keys(uint64_t* keys, uint64_t* spare, Py_ssize_t n, int bits) noexcept nogil:
-    """Ascending, by least-significant-digit radix over the ``bits`` low bits in use."""
+cdef void sort_keys(uint64_t* keys, uint64_t* spare, Py_ssize_t n, int low, int high) noexcept nogil:
+    """Ascending by bits ``low``..``high`` of the keys, stable (insertion sort when short,
+    else least-significant-digit radix, digits of at most 11 bits), so the bits below
+    ``low`` ride along in their order."""
     cdef Py_ssize_t i, j
-    cdef Py_ssize_t counts[256]
-    cdef uint64_t x
-    cdef uint64_t* swap
+    cdef Py_ssize_t counts[1 << 11]
+    cdef uint64_t x, mask
     if n <= 32:
         for i in range(1, n):
             x = keys[i]
             j = i
-            while j > 0 and keys[j - 1] > x:
+            while j > 0 and keys[j - 1] >> low > x >> low:
                 keys[j] = keys[j - 1]
                 j -= 1
             keys[j] = x
         return
-    cdef int shift = 0
-    while shift < bits:
-        memset(counts, 0, sizeof(counts))
+    cdef int passes = (high - low + 10) // 11, shift = low, width, p
+    for p in range(passes):
+        width = (high - shift + (passes - p) - 1) // (passes - p)
+        mask = (1ULL << width) - 1
+        memset(counts, 0, (mask + 1) * sizeof(Py_ssize_t))
         for i in range(n):
-            counts[(keys[i] >> shift) & 255] += 1
+            counts[(keys[i] >> shift) & mask] += 1
         j = 0
-        for i in range(256):
+        for i in range(mask + 1):
             j, counts[i] = j + counts[i], j
         for i in range(n):
-            spare[counts[(keys[i] >> shift) & 255]] = keys[i]
-            counts[(keys[i] >> shift) & 255] += 1
+            spare[counts[(keys[i] >> shift) & mask]] = keys[i]
+            counts[(keys[i] >> shift) & mask] += 1
         keys, spare = spare, keys
-        shift += 8
-    if (bits + 7) // 8 % 2:
+        shift += width
+    if passes % 2:
         memcpy(spare, keys, n * sizeof(uint64_t))
-
-
-def _reason(name):
-    """One string object per reason, shared by every campaign's tuples."""
-    return _REASONS.setdefault(name, "filtered:" + name)
-
-
-_REASONS = {}
 
 
 def _targets(int op, value):
@@ -226,11 +214,14 @@ cdef class _Vertical:
     cdef Py_ssize_t n
     cdef list keyed            # per family: key -> offset in ``postings``
     cdef int32_t* postings     # at an offset: count, then (position << 4 | filter bit) entries
-    cdef list reasons          # the (number, reason) tuples Selection.reasons is made of
+    cdef list tuples           # owns the (number, reason) tuples Selection.reasons is made of
+    cdef PyObject** reasons    # [kind * n + position]: kind-major, so that one ping's
+                               # reasons are read as a few ascending streams
 
     def __dealloc__(self):
         PyMem_Free(self.camps)
         PyMem_Free(self.postings)
+        PyMem_Free(self.reasons)
 
     cdef void _mark(self, int family, object key, uint16_t* hits):
         """Set the filter bits of every campaign whose keyed filter lists ``key``."""
@@ -243,6 +234,20 @@ cdef class _Vertical:
         while entry < end:
             hits[entry[0] >> 4] |= 1 << (entry[0] & 15)
             entry += 1
+
+    cdef _set_reasons(self, tuple texts):
+        """Every (number, reason) tuple a ping can report, made kind after kind."""
+        self.reasons = <PyObject**>PyMem_Calloc(REASON_KINDS * self.n + 1, sizeof(PyObject*))
+        if self.reasons == NULL:
+            raise MemoryError
+        self.tuples = []
+        cdef Py_ssize_t kind, pos
+        for kind in range(REASON_KINDS):
+            for pos in range(self.n):
+                if kind >= R_CAPPED or self.camps[pos].present >> kind & 1:
+                    reason = (self.camps[pos].number, texts[kind])
+                    self.tuples.append(reason)
+                    self.reasons[kind * self.n + pos] = <PyObject*>reason
 
     cdef _set_postings(self, list lists):
         cdef Py_ssize_t size = sum(1 + len(entries) for family in lists for entries in family.values())
@@ -267,7 +272,10 @@ cdef class Core:
     """Built once per config from the reference ``Index``; ``select`` is its hot path."""
 
     cdef object index, selection, reference_rule, minute_of_week
-    cdef tuple fixed_reasons   # reason slots R_CAPPED, R_BENCHED, R_OVER_MAX
+    cdef tuple kind_reasons    # the text of each reason kind: filter bits, R_CAPPED, ...
+    cdef dict rule_texts       # field -> "filtered:rule:<field>"
+    cdef list rule_tuples
+    cdef PyObject** rule_reasons  # one tuple per rule reference, beside rule_preds
     cdef dict verticals
     cdef Py_ssize_t n_campaigns, max_buyers
     cdef int rank_bits
@@ -288,6 +296,7 @@ cdef class Core:
         self.preds = NULL
         self.values = NULL
         self.rule_preds = NULL
+        self.rule_reasons = NULL
         self.weeks = NULL
         self.zone_minute = NULL
         self.zone_mow = NULL
@@ -296,6 +305,7 @@ cdef class Core:
         PyMem_Free(self.preds)
         PyMem_Free(self.values)
         PyMem_Free(self.rule_preds)
+        PyMem_Free(self.rule_reasons)
         PyMem_Free(self.weeks)
         PyMem_Free(self.zone_minute)
         PyMem_Free(self.zone_mow)
@@ -306,9 +316,11 @@ cdef class Core:
         self.selection = targeting.Selection
         self.reference_rule = targeting.rule_passes
         self.minute_of_week = targeting.minute_of_week
-        self.fixed_reasons = (targeting.BLOCK_REASON[targeting.CAPPED],
-                              targeting.BLOCK_REASON[targeting.BENCHED], targeting.OVER_MAX)
-        assert (targeting.CAPPED, targeting.BENCHED) == (R_CAPPED + 1, R_BENCHED + 1)
+        assert targeting.FILTER_ORDER == (*KEYED_FILTERS, "min_quality", "schedule", "rules")
+        assert (targeting.CAPPED, targeting.BENCHED) == (1, 2)  # blocks[i] - 1 + R_CAPPED
+        self.kind_reasons = (*["filtered:" + name for name in targeting.FILTER_ORDER[:RULES]],
+                             targeting.BLOCK_REASON[targeting.CAPPED],
+                             targeting.BLOCK_REASON[targeting.BENCHED], targeting.OVER_MAX)
         self.n_campaigns = len(index.campaigns)
         self.max_buyers = index.max_buyers
         self.strings = {}
@@ -334,13 +346,13 @@ cdef class Core:
         cdef Py_ssize_t n = v.n
         cdef Ping scratch
         cdef char* block = <char*>PyMem_Malloc(
-            n * (sizeof(PyObject*) + sizeof(int32_t) + sizeof(uint16_t))
+            n * (2 * sizeof(int32_t) + sizeof(uint16_t))
             + len(self.field_names) * sizeof(Seen) + self.n_preds + 8)
         if block == NULL:
             raise MemoryError
-        cdef PyObject** failed = <PyObject**>block
-        cdef Seen* fields = <Seen*>(failed + n)
-        cdef int32_t* passing = <int32_t*>(fields + len(self.field_names))
+        cdef Seen* fields = <Seen*>block
+        cdef int32_t* failed = <int32_t*>(fields + len(self.field_names))
+        cdef int32_t* passing = failed + n
         cdef uint16_t* hits = <uint16_t*>(passing + n)
         scratch.fields, scratch.preds = fields, <uint8_t*>(hits + n)
         scratch.items, scratch.n_items, scratch.cap_items = NULL, 0, 0
@@ -368,7 +380,7 @@ cdef class Core:
             v._mark(4, source, hits)
 
     cdef object _select(self, _Vertical v, object ping, object now, const unsigned char[::1] blocks,
-                        object last_bids, Ping* scratch, PyObject** failed, int32_t* passing,
+                        object last_bids, Ping* scratch, int32_t* failed, int32_t* passing,
                         const uint16_t* hits):
         quality = ping.quality_score
         cdef bint has_quality = isinstance(quality, int)
@@ -378,51 +390,53 @@ cdef class Core:
         cdef Py_ssize_t pos, j, n_failed = 0, n_passing = 0
         cdef const Camp* c
         cdef unsigned int fails, present, b
-        cdef int slot, verdict, m
+        cdef int verdict, m, kind
         for pos in range(v.n):
             c = &v.camps[pos]
             b = blocks[c.number]
             present = c.present
             fails = present & ((INCLUDE & ~hits[pos]) | (EXCLUDE & hits[pos]))
-            slot = PASS
+            kind = PASS
             if b:
-                if b > R_BENCHED + 1:
+                if b > 2:
                     raise KeyError(b)
-                slot = R_CAPPED + b - 1
+                kind = R_CAPPED + b - 1
             elif fails:
-                slot = slot_of(present, lowest_bit(fails))
+                kind = lowest_bit(fails)
             elif present >> MIN_QUALITY & 1 and (not has_quality or score < c.min_quality):
-                slot = slot_of(present, MIN_QUALITY)
+                kind = MIN_QUALITY
             elif present >> SCHEDULE & 1:
                 m = self._minute_of_week(c.zone, minute, now)
                 if not self.weeks[c.week + (m >> 6)] >> (m & 63) & 1:
-                    slot = slot_of(present, SCHEDULE)
-            if slot == PASS:
-                for j in range(c.n_rules):
-                    verdict = scratch.preds[self.rule_preds[c.rules + j]]
+                    kind = SCHEDULE
+            if kind == PASS:
+                for j in range(c.rules, c.rules + c.n_rules):
+                    verdict = scratch.preds[self.rule_preds[j]]
                     if verdict == UNKNOWN:
-                        verdict = self._judge(self.rule_preds[c.rules + j], scratch, attributes)
-                        scratch.preds[self.rule_preds[c.rules + j]] = verdict
+                        verdict = self._judge(self.rule_preds[j], scratch, attributes)
+                        scratch.preds[self.rule_preds[j]] = verdict
                     if verdict == FAILS:
-                        slot = slot_of(present, RULES) + j
+                        kind = RULE_FAILED - j
                         break
-            if slot == PASS:
+            if kind == PASS:
                 passing[n_passing] = pos
                 n_passing += 1
-            else:
-                failed[n_failed] = list_get(v.reasons, c.reasons + slot)
+            else:  # where its reason is; fetched only once the loop is done (it misses the cache)
+                failed[n_failed] = kind * v.n + pos if kind >= 0 else kind
                 n_failed += 1
         self._best_first(v, passing, n_passing, last_bids)
         cdef Py_ssize_t k = min(n_passing, self.max_buyers)
         eligible = PyList_New(k)
-        for j in range(k):  # the campaign's number, as the int object its reason tuples hold
-            number = (<tuple><object>list_get(v.reasons, v.camps[passing[j]].reasons))[0]
+        cdef object number
+        for j in range(k):
+            number = v.camps[passing[j]].number
             put(eligible, j, <PyObject*>number)
         reasons = PyList_New(n_failed + n_passing - k)
         for j in range(n_failed):
-            put(reasons, j, failed[j])
+            put(reasons, j, v.reasons[failed[j]] if failed[j] >= 0 else self.rule_reasons[RULE_FAILED - failed[j]])
+        cdef PyObject** over_max = v.reasons + R_OVER_MAX * v.n
         for j in range(k, n_passing):
-            put(reasons, n_failed + j - k, list_get(v.reasons, v.camps[passing[j]].reasons + R_OVER_MAX))
+            put(reasons, n_failed + j - k, over_max[passing[j]])
         return self.selection(eligible, reasons)
 
     cdef int _minute_of_week(self, int zone, int64_t minute, object now) except -1:
@@ -494,41 +508,49 @@ cdef class Core:
         return 0
 
     cdef int _best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
-        """``Index.best_first`` over positions, as one sort of packed integer keys
-        (priority rank, last bid below the highest, position); the reference sorts
-        whatever does not pack into 64 bits."""
+        """``Index.best_first`` over positions, as one stable sort of packed integer keys;
+        the reference sorts whatever does not pack into 64 bits."""
         if n < 2:
             return 0
         cdef uint64_t* keys = <uint64_t*>PyMem_Malloc(2 * n * sizeof(uint64_t))
         if keys == NULL:
             raise MemoryError
-        cdef int64_t* bids = <int64_t*>(keys + n)
-        cdef int64_t low = 0, high = 0
-        cdef int overflow = 0, pos_bits = bit_length64(v.n - 1), bid_bits
+        cdef int pos_bits = bit_length64(v.n - 1), bits
         cdef Py_ssize_t i
         try:
-            for i in range(n):
-                bid = (<object>list_get(last_bids, v.camps[passing[i]].number) if type(last_bids) is list
-                       else last_bids[v.camps[passing[i]].number])
-                if type(bid) is not int:
-                    return self._python_best_first(v, passing, n, last_bids)
-                bids[i] = PyLong_AsLongLongAndOverflow(bid, &overflow)
-                if overflow:
-                    return self._python_best_first(v, passing, n, last_bids)
-                low = bids[i] if i == 0 or bids[i] < low else low
-                high = bids[i] if i == 0 or bids[i] > high else high
-            bid_bits = bit_length64(<uint64_t>high - <uint64_t>low) if high != low else 0
-            if self.rank_bits + bid_bits + pos_bits > 64:
+            try:
+                bits = self._pack(v, passing, n, last_bids, keys, pos_bits)
+            except (OverflowError, TypeError):  # a last bid that is not a 64-bit int
+                bits = -1
+            if bits < 0:
                 return self._python_best_first(v, passing, n, last_bids)
-            for i in range(n):
-                keys[i] = ((v.camps[passing[i]].rank << bid_bits | <uint64_t>high - <uint64_t>bids[i])
-                           << pos_bits | <uint64_t>passing[i])
-            sort_keys(keys, <uint64_t*>bids, n, self.rank_bits + bid_bits + pos_bits)
+            sort_keys(keys, keys + n, n, pos_bits, bits)
             for i in range(n):
                 passing[i] = keys[i] & ((1ULL << pos_bits) - 1)
         finally:
             PyMem_Free(keys)
         return 0
+
+    cdef int _pack(self, _Vertical v, const int32_t* passing, Py_ssize_t n, object last_bids,
+                   uint64_t* keys, int pos_bits) except -2:
+        """keys[i] = (priority rank, highest bid - last bid, position), in as few bits as
+        these campaigns need; returns the bit count, -1 beyond 64. Uses keys[n:2n] for bids."""
+        cdef int64_t* bids = <int64_t*>(keys + n)
+        cdef bint is_list = type(last_bids) is list
+        cdef Py_ssize_t i, number
+        for i in range(n):
+            number = v.camps[passing[i]].number
+            bids[i] = <object>list_get(last_bids, number) if is_list else last_bids[number]
+        cdef int64_t low = bids[0], high = bids[0]
+        for i in range(n):
+            low, high = min(low, bids[i]), max(high, bids[i])
+        cdef int bid_bits = bit_length64(<uint64_t>high - <uint64_t>low) if high != low else 0
+        if self.rank_bits + bid_bits + pos_bits > 64:
+            return -1
+        for i in range(n):
+            keys[i] = ((<uint64_t>v.camps[passing[i]].rank << bid_bits | <uint64_t>high - <uint64_t>bids[i])
+                       << pos_bits | <uint64_t>passing[i])
+        return self.rank_bits + bid_bits + pos_bits
 
     cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
         position = {v.camps[passing[i]].number: passing[i] for i in range(n)}
@@ -580,8 +602,11 @@ cdef class Core:
         self.preds = <Pred*>PyMem_Malloc((self.n_preds + 1) * sizeof(Pred))
         self.values = <Value*>PyMem_Malloc((sum(len(t or ()) for t in targets) + 1) * sizeof(Value))
         self.rule_preds = <int32_t*>PyMem_Malloc((n_refs + 1) * sizeof(int32_t))
-        if self.preds == NULL or self.values == NULL or self.rule_preds == NULL:
+        self.rule_reasons = <PyObject**>PyMem_Malloc((n_refs + 1) * sizeof(PyObject*))
+        if self.preds == NULL or self.values == NULL or self.rule_preds == NULL or self.rule_reasons == NULL:
             raise MemoryError
+        self.rule_texts = {field: "filtered:rule:" + field for field in field_of}
+        self.rule_tuples = []
         cdef Pred* pred
         cdef Py_ssize_t first = 0
         for p, rule in enumerate(self.rules):
@@ -604,34 +629,33 @@ cdef class Core:
         v.camps = <Camp*>PyMem_Calloc(v.n + 1, sizeof(Camp))
         if v.camps == NULL:
             raise MemoryError
-        v.reasons = []
         lists = [{} for _ in range(N_FAMILIES)]
         for pos, number in enumerate(numbers):
-            campaign = campaigns[number]
-            f = campaign.filters
+            f = campaigns[number].filters
             c = &v.camps[pos]
-            c.number, c.rank, c.zone, c.reasons = number, ranks[campaign.priority], -1, len(v.reasons)
-            v.reasons.extend([(number, reason) for reason in self.fixed_reasons])
+            c.number, c.rank = number, ranks[campaigns[number].priority]
             for bit, name in enumerate(KEYED_FILTERS):
                 keys = getattr(f, name)
                 if keys is not None:
                     c.present |= 1 << bit
-                    v.reasons.append((number, _reason(name)))
                     for key in keys:
                         lists[FAMILY[bit]].setdefault(key.upper() if bit < 2 else key, []).append(pos << 4 | bit)
             if f.min_quality is not None:
                 c.present |= 1 << MIN_QUALITY
                 c.min_quality = f.min_quality
-                v.reasons.append((number, _reason("min_quality")))
             if number in weeks:
                 c.present |= 1 << SCHEDULE
                 c.zone, c.week = weeks[number]
-                v.reasons.append((number, _reason("schedule")))
             c.rules, c.n_rules = self.n_rule_refs, len(f.rules or ())
             for rule in f.rules or ():
                 self.rule_preds[self.n_rule_refs] = pred_of[(rule.field, rule.op, _typed(rule.value))]
                 self.n_rule_refs += 1
-                v.reasons.append((number, _reason("rule:" + rule.field)))
+        v._set_reasons(self.kind_reasons)
+        for pos, number in enumerate(numbers):
+            for j, rule in enumerate(campaigns[number].filters.rules or ()):
+                reason = (number, self.rule_texts[rule.field])
+                self.rule_tuples.append(reason)
+                self.rule_reasons[v.camps[pos].rules + j] = <PyObject*>reason
         v._set_postings(lists)
         return v
 

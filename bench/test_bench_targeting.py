@@ -1,0 +1,70 @@
+"""Hot-path benchmarks (issue 3): compiled beside reference, in one run.
+
+Run: ``taskset -c 1 .venv/bin/pytest bench/ --benchmark-only`` (results: docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from engine import targeting
+from engine.schema import PingRequest
+
+from campaign_sets import NOW, PING_JSON, SELLER, make_config
+
+IMPLEMENTATIONS = {"reference": targeting.Index, "compiled": targeting.build_index}
+
+
+@pytest.fixture(scope="module")
+def ping() -> PingRequest:
+    return msgspec.json.decode(PING_JSON, type=PingRequest)
+
+
+@pytest.fixture(scope="module")
+def configs() -> dict:
+    return {n: make_config(n) for n in (10, 1_000, 10_000)}
+
+
+@pytest.fixture(autouse=True)
+def require_compiled() -> None:
+    assert targeting._compiled is not None, "engine._targeting is not built: run pip install -e ."
+
+
+def test_ping_decode_validate(benchmark) -> None:
+    decoder = msgspec.json.Decoder(PingRequest)
+    benchmark.group = "ping decode+validate"
+    assert benchmark(decoder.decode, PING_JSON).zip == "90210-1234"
+
+
+@pytest.mark.parametrize("size", [10, 1_000, 10_000])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_eligibility(benchmark, configs, ping, size: int, impl: str) -> None:
+    index = IMPLEMENTATIONS[impl](configs[size])
+    blocks = bytearray(random.Random(1).choices([0] * 18 + [1, 2], k=size))
+    last_bids = [random.Random(i).choice([0, 150, 275, 400]) for i in range(size)]
+    benchmark.group = f"eligibility, {size} campaigns"
+    out = benchmark(index.select, ping, SELLER, NOW, blocks, last_bids)
+    benchmark.extra_info["eligible"] = len(out.eligible)
+    benchmark.extra_info["filtered"] = len(out.reasons)
+    assert len(out.eligible) + len(out.reasons) == size
+
+
+@pytest.mark.parametrize("impl", ["reference", "compiled"])
+def test_rank_50_bids(benchmark, impl: str) -> None:
+    rng = random.Random(5)
+    bids = [targeting.Bid(i, rng.choice([150, 200, 200, 275, 400]), rng.choice([0, 1])) for i in range(50)]
+    rank = targeting.reference_rank if impl == "reference" else targeting.rank
+    benchmark.group = "rank 50 bids"
+    ranked, dropped = benchmark(rank, bids, 175, 0x5EED)
+    assert len(ranked) + len(dropped) == 50
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_index_build_10000(benchmark, configs, impl: str) -> None:
+    config = configs[10_000]
+    benchmark.group = "index build, 10000 campaigns"
+    index = benchmark.pedantic(IMPLEMENTATIONS[impl], args=(config,), rounds=5, iterations=1)
+    assert len(index.campaigns) == 10_000
