@@ -12,6 +12,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 targeting = Extension("engine._targeting", ["ext/_targeting.pyx"], extra_compile_args=["-O3"])
+annotate = os.environ.get("PINGPOST_ANNOTATE") == "1"
 
-setup(ext_modules=cythonize([targeting], annotate=os.environ.get("PINGPOST_ANNOTATE") == "1",
+# force: an up-to-date ext/_targeting.c would otherwise skip Cython and write no annotation.
+setup(ext_modules=cythonize([targeting], annotate=annotate, force=annotate,
                             compiler_directives={"language_level": 3}))

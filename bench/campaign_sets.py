@@ -3,8 +3,8 @@
 Deterministic (seeded) so that runs compare. Roughly: a third of campaigns target states,
 a sixth list zips (tens to hundreds), a fifth zip prefixes, some restrict sellers or
 sources, 40% want a minimum quality, 30% run on a schedule in one of four US zones (some
-overnight), 30% carry one or two attribute rules; the typical ping below passes about
-one campaign in ten.
+overnight), 30% carry one or two attribute rules (the benchmark caps or benches a tenth); the
+typical ping below passes the filters of about 29% of them (2,876 of 10,000).
 """
 
 from __future__ import annotations
