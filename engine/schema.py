@@ -150,6 +150,9 @@ class PingTrace(Struct, kw_only=True, omit_defaults=True):
     expires_at: str
     auction_ms: float
     campaigns: list[CampaignOutcome]
+    not_pinged: Annotated[dict[str, int], Meta(description=(
+        "Campaigns not pinged, counted by reason; given instead of one entry each when there are "
+        "more than 64 of them"))] | UnsetType = UNSET
     price: float | UnsetType = UNSET
     post: PostTrace | UnsetType = UNSET
 

@@ -41,6 +41,7 @@ class PingRecord(Struct, kw_only=True):
     ping: PingFields
     bids: list[RankedBid]
     outcomes: list[CampaignOutcome]
+    not_pinged: dict[str, int] | None = None
     price_cents: int | None = None
     post: PostRecord | None = None
 
@@ -75,6 +76,8 @@ def to_trace(record: PingRecord) -> PingTrace:
         auction_ms=record.auction_ms,
         campaigns=record.outcomes,
     )
+    if record.not_pinged is not None:
+        trace.not_pinged = record.not_pinged
     if record.price_cents is not None:
         trace.price = money.to_amount(record.price_cents)
     post = record.post

@@ -133,3 +133,20 @@ async def test_post_offer_outcomes(buyers, exchange, post_answer, outcome):
     answer, _ = await sold_ping(ex)
     offers = (await ex.trace(answer["ping_id"]))[1]["post"]["offers"]
     assert [(o["campaign_id"], o["outcome"]) for o in offers] == [("c1", outcome)]
+
+
+async def test_a_large_vertical_is_counted_by_reason_not_listed(buyers, exchange):
+    """Past 64 campaigns not pinged, the trace counts them by reason (records stay small)."""
+    buyers.script("hit", ping=bid(2))
+    many = [{"id": f"ny{i}", "filters": {"states": ["NY"]}} for i in range(60)]
+    many += [{"id": f"big{i}", "filters": {"min_quality": 99}} for i in range(10)]
+    ex = await exchange(base_config(buyers, {"id": "hit"}, *many))
+    answer = await ping_ok(ex)
+    status, trace = await ex.trace(answer["ping_id"])
+    assert status == 200
+    assert [(c["campaign_id"], c["outcome"]) for c in trace["campaigns"]] == [("hit", "bid")]
+    assert trace["not_pinged"] == {"filtered:states": 60, "filtered:min_quality": 10}
+
+    few = await exchange(base_config(buyers, {"id": "hit"}, *many[:64]))
+    status, trace = await few.trace((await ping_ok(few))["ping_id"])
+    assert "not_pinged" not in trace and len(trace["campaigns"]) == 65
