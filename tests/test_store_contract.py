@@ -198,14 +198,13 @@ async def test_concurrent_reserves_from_two_workers_never_pass_a_cap(open_store:
     await eventually(lambda: b.blocks[0] == a.blocks[0] == CAPPED, VIEW_DELAY_S)
 
 
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # one memory worker cannot outlive itself
 async def test_reservation_of_a_lost_worker_is_swept(open_store: Open) -> None:
     """A worker that reserved and died must not hold the cap past the reservation's deadline;
     if it was only slow, its late commit still counts the sale."""
     campaigns = [campaign("c1", hourly=1)]
     exchange = Exchange(post_timeout_ms=1)
     lost, alive = await open_store(campaigns, exchange), await open_store(campaigns, exchange)
-    if open_store.servers is None:  # type: ignore[attr-defined]
-        pytest.skip("one memory worker cannot outlive itself")
     lost.grace_s = 0.2  # type: ignore[attr-defined]
     now = time.time()
     late = await lost.reserve("c1", 100, now)
@@ -362,11 +361,10 @@ async def test_cancelled_reserves_and_locks_are_given_back(open_store: Open) -> 
     await eventually(all_given_back, 1.0)
 
 
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store has no keys
 async def test_every_key_but_last_bids_expires(open_store: Open) -> None:
     campaigns = [campaign("c1", hourly=5, daily_budget=50.0)]
     store = await open_store(campaigns, Exchange(bench_after_timeouts=2))
-    if open_store.servers is None:  # type: ignore[attr-defined]
-        pytest.skip("the memory store has no keys")
     now = time.time()
     for n in range(3):
         await store.save_ping(record(f"p{n}"), 60, ["c1"], [("c1", 100)])
