@@ -48,8 +48,8 @@ def test_eligibility(benchmark, configs, ping, size: int, impl: str) -> None:
     benchmark.group = f"eligibility, {size} campaigns"
     out = benchmark(index.select, ping, SELLER, NOW, blocks, last_bids)
     benchmark.extra_info["eligible"] = len(out.eligible)
-    benchmark.extra_info["filtered"] = len(out.reasons)
-    assert len(out.eligible) + len(out.reasons) == size
+    benchmark.extra_info["not_selected"] = len(out.reasons) + sum(out.counts.values())
+    assert len(out.eligible) + benchmark.extra_info["not_selected"] == size
 
 
 @pytest.mark.parametrize("impl", ["reference", "compiled"])

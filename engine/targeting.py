@@ -13,6 +13,8 @@ same way, so the hot path reads a byte instead of asking the store.
 from __future__ import annotations
 
 import datetime
+import heapq
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,6 +27,12 @@ BLOCK_REASON = {CAPPED: "capped", BENCHED: "benched"}
 OVER_MAX = "skipped:max_buyers"
 MINUTES_PER_WEEK = 7 * 24 * 60
 
+#: Campaigns not selected that a ``Selection`` names one by one; past this many (a vertical
+#: of thousands of campaigns) it counts them by reason instead: building, keeping and
+#: freeing one tuple per campaign was most of a select's cost, and the per-lead trace
+#: keeps no more detail than this anyway.
+DETAIL_LIMIT = 64
+
 #: Filters in the order they are tried; the first that fails is the recorded reason.
 FILTER_ORDER = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixes", "sellers",
                 "exclude_sellers", "sources", "exclude_sources", "min_quality", "schedule", "rules")
@@ -32,10 +40,14 @@ FILTER_ORDER = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixe
 
 @dataclass(slots=True)
 class Selection:
-    """Eligible campaign numbers, best first, and a reason for every other campaign of the vertical."""
+    """Eligible campaign numbers, best first, and why every other campaign of the vertical
+    is not: one ``(number, reason)`` each in ``reasons`` when there are at most
+    ``DETAIL_LIMIT`` of them (``counts`` empty), else only ``counts``, reason -> campaigns,
+    in the order the reasons first occur (``reasons`` empty)."""
 
     eligible: list[int] = field(default_factory=list)
     reasons: list[tuple[int, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -179,34 +191,39 @@ class Index:
                 return f"rule:{rule.field}"
         return None
 
-    def best_first(self, numbers: list[int], last_bids: Sequence[int]) -> None:
-        """Sort campaign numbers in place by highest priority, then highest last known bid,
-        then number: who gets pinged when more pass than ``max_buyers_per_ping`` allows."""
+    def best_first(self, numbers: list[int], last_bids: Sequence[int], limit: int) -> list[int]:
+        """The best ``limit`` campaign numbers, best first: highest priority, then highest
+        last known bid, then number; who gets pinged when more pass than
+        ``max_buyers_per_ping`` allows. Only these are ordered, not the ones cut."""
         campaigns = self.campaigns
-        numbers.sort(key=lambda i: (-campaigns[i].priority, -last_bids[i], i))
+        return heapq.nsmallest(limit, numbers, key=lambda i: (-campaigns[i].priority, -last_bids[i], i))
 
     def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
                last_bids: Sequence[int]) -> Selection:
         """Who is pinged: the vertical's open campaigns that pass their filters, at most
-        ``max_buyers_per_ping`` of them, best first (``best_first``); the cut ones are
-        reported after the filtered ones, in that same order."""
-        out = Selection()
+        ``max_buyers_per_ping`` of them, best first (``best_first``). Exact reasons list
+        the blocked and filtered campaigns in campaign order, then the cut ones best first."""
+        failed: list[tuple[int, str]] = []
         passing: list[int] = []
         for i in self.by_vertical.get(ping.vertical, ()):
             block = blocks[i]
             if block:
-                out.reasons.append((i, BLOCK_REASON[block]))
+                failed.append((i, BLOCK_REASON[block]))
                 continue
-            failed = self.failed_filter(i, ping, seller_id, now)
-            if failed is None:
+            reason = self.failed_filter(i, ping, seller_id, now)
+            if reason is None:
                 passing.append(i)
             else:
-                out.reasons.append((i, "filtered:" + failed))
-        self.best_first(passing, last_bids)
-        out.reasons.extend((i, OVER_MAX) for i in passing[self.max_buyers:])
-        del passing[self.max_buyers:]
-        out.eligible = passing
-        return out
+                failed.append((i, "filtered:" + reason))
+        over_max = max(len(passing) - self.max_buyers, 0)
+        if len(failed) + over_max <= DETAIL_LIMIT:
+            ranked = self.best_first(passing, last_bids, len(passing))
+            failed.extend((i, OVER_MAX) for i in ranked[self.max_buyers:])
+            return Selection(ranked[:self.max_buyers], failed)
+        counts = dict(Counter(reason for _, reason in failed))
+        if over_max:
+            counts[OVER_MAX] = over_max
+        return Selection(self.best_first(passing, last_bids, self.max_buyers), counts=counts)
 
 
 def tiebreak_keys(seed: int, n: int) -> list[int]:

@@ -46,7 +46,7 @@ cdef enum:
     R_CAPPED = 11
     R_BENCHED = 12
     R_OVER_MAX = 13
-    REASON_KINDS = 14
+    REASON_KINDS = 14          # then one counting slot per rule field (Core.slot_texts)
     PASS = -1
     RULE_FAILED = -2           # minus the rule reference: the campaign's rule that failed
 
@@ -98,11 +98,15 @@ ctypedef struct Seen:
     int32_t state, first, count
 
 ctypedef struct Ping:
-    # Per-call scratch: the ping's attribute values as they get looked at.
+    # Per-call scratch: the ping's attribute values as they get looked at, and the
+    # campaigns per reason slot, slots listed in the order they first occur.
     Seen* fields
     uint8_t* preds
     Value* items
     Py_ssize_t n_items, cap_items
+    int32_t* counts
+    int32_t* order
+    Py_ssize_t n_order
 
 
 cdef Value classify(object x, dict strings, bint intern):
@@ -184,6 +188,37 @@ cdef void sort_keys(uint64_t* keys, uint64_t* spare, Py_ssize_t n, int low, int 
         shift += width
     if passes % 2:
         memcpy(spare, keys, n * sizeof(uint64_t))
+
+
+cdef inline void sift_down(uint64_t* heap, Py_ssize_t at, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t x = heap[at]
+    cdef Py_ssize_t child = 2 * at + 1
+    while child < n:
+        if child + 1 < n and heap[child + 1] > heap[child]:
+            child += 1
+        if heap[child] <= x:
+            break
+        heap[at] = heap[child]
+        at, child = child, 2 * child + 1
+    heap[at] = x
+
+
+cdef void smallest_keys(uint64_t* keys, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """The ``k`` (>= 1) smallest keys into keys[:k], ascending: a max-heap of the best so
+    far, which most keys only compare with its top, then heap-sorted. Cheaper than
+    ordering all ``n`` when only the best ``k`` are wanted."""
+    cdef Py_ssize_t i
+    cdef uint64_t top
+    for i in range(k // 2 - 1, -1, -1):
+        sift_down(keys, i, k)
+    for i in range(k, n):
+        if keys[i] < keys[0]:
+            keys[0] = keys[i]
+            sift_down(keys, 0, k)
+    for i in range(k - 1, 0, -1):
+        top = keys[0]
+        keys[0], keys[i] = keys[i], top
+        sift_down(keys, 0, i)
 
 
 def _targets(int op, value):
@@ -273,11 +308,12 @@ cdef class Core:
 
     cdef object index, selection, reference_rule, minute_of_week
     cdef tuple kind_reasons    # the text of each reason kind: filter bits, R_CAPPED, ...
+    cdef tuple slot_texts      # the reason counted in each slot: the kinds, then rule fields
     cdef dict rule_texts       # field -> "filtered:rule:<field>"
     cdef list rule_tuples
     cdef PyObject** rule_reasons  # one tuple per rule reference, beside rule_preds
     cdef dict verticals
-    cdef Py_ssize_t n_campaigns, max_buyers
+    cdef Py_ssize_t n_campaigns, max_buyers, detail_limit
     cdef int rank_bits
     # rules
     cdef dict strings
@@ -323,6 +359,7 @@ cdef class Core:
                              targeting.BLOCK_REASON[targeting.BENCHED], targeting.OVER_MAX)
         self.n_campaigns = len(index.campaigns)
         self.max_buyers = index.max_buyers
+        self.detail_limit = targeting.DETAIL_LIMIT
         self.strings = {}
         self.field_names = []
         self.rules = []
@@ -333,30 +370,34 @@ cdef class Core:
         self.rank_bits = len(priorities).bit_length()
         weeks = self._build_schedules(index._schedules)
         pred_of = self._build_rules(campaigns)
+        self.slot_texts = (*self.kind_reasons, *[self.rule_texts[name] for name in self.field_names])
         self.verticals = {name: self._build_vertical(numbers, campaigns, ranks, weeks, pred_of)
                           for name, numbers in index.by_vertical.items()}
 
     def select(self, ping, seller_id, now, const unsigned char[::1] blocks, last_bids):
-        """``Index.select``: the same eligible list and the same reasons, in the same order."""
+        """``Index.select``: the same eligible list and the same reasons or counts, in the same order."""
         cdef _Vertical v = self.verticals.get(ping.vertical)
         if v is None:
             return self.selection()
         if blocks.shape[0] < self.n_campaigns or len(last_bids) < self.n_campaigns:
             raise IndexError("blocks and last_bids must cover every campaign of the index")
-        cdef Py_ssize_t n = v.n
+        cdef Py_ssize_t n = v.n, n_slots = len(self.slot_texts)
         cdef Ping scratch
         cdef char* block = <char*>PyMem_Malloc(
-            n * (2 * sizeof(int32_t) + sizeof(uint16_t))
+            (2 * n + 2 * n_slots) * sizeof(int32_t) + n * sizeof(uint16_t)
             + len(self.field_names) * sizeof(Seen) + self.n_preds + 8)
         if block == NULL:
             raise MemoryError
         cdef Seen* fields = <Seen*>block
         cdef int32_t* failed = <int32_t*>(fields + len(self.field_names))
         cdef int32_t* passing = failed + n
-        cdef uint16_t* hits = <uint16_t*>(passing + n)
+        scratch.counts = passing + n
+        scratch.order = scratch.counts + n_slots
+        cdef uint16_t* hits = <uint16_t*>(scratch.order + n_slots)
         scratch.fields, scratch.preds = fields, <uint8_t*>(hits + n)
-        scratch.items, scratch.n_items, scratch.cap_items = NULL, 0, 0
+        scratch.items, scratch.n_items, scratch.cap_items, scratch.n_order = NULL, 0, 0, 0
         memset(fields, 0, len(self.field_names) * sizeof(Seen))
+        memset(scratch.counts, 0, n_slots * sizeof(int32_t))
         memset(hits, 0, n * sizeof(uint16_t) + self.n_preds)
         try:
             self._mark_keys(v, ping, seller_id, hits)
@@ -390,7 +431,7 @@ cdef class Core:
         cdef Py_ssize_t pos, j, n_failed = 0, n_passing = 0
         cdef const Camp* c
         cdef unsigned int fails, present, b
-        cdef int verdict, m, kind
+        cdef int verdict, m, kind, slot
         for pos in range(v.n):
             c = &v.camps[pos]
             b = blocks[c.number]
@@ -424,20 +465,32 @@ cdef class Core:
             else:  # where its reason is; fetched only once the loop is done (it misses the cache)
                 failed[n_failed] = kind * v.n + pos if kind >= 0 else kind
                 n_failed += 1
-        self._best_first(v, passing, n_passing, last_bids)
+                slot = kind if kind >= 0 else REASON_KINDS + self.preds[self.rule_preds[RULE_FAILED - kind]].field
+                if scratch.counts[slot] == 0:
+                    scratch.order[scratch.n_order] = slot
+                    scratch.n_order += 1
+                scratch.counts[slot] += 1
         cdef Py_ssize_t k = min(n_passing, self.max_buyers)
+        cdef bint detailed = n_failed + n_passing - k <= self.detail_limit
+        self._best_first(v, passing, n_passing, n_passing if detailed else k, last_bids)
         eligible = PyList_New(k)
         cdef object number
         for j in range(k):
             number = v.camps[passing[j]].number
             put(eligible, j, <PyObject*>number)
+        if not detailed:
+            counts = {self.slot_texts[scratch.order[j]]: scratch.counts[scratch.order[j]]
+                      for j in range(scratch.n_order)}
+            if n_passing > k:
+                counts[self.slot_texts[R_OVER_MAX]] = n_passing - k
+            return self.selection(eligible, [], counts)
         reasons = PyList_New(n_failed + n_passing - k)
         for j in range(n_failed):
             put(reasons, j, v.reasons[failed[j]] if failed[j] >= 0 else self.rule_reasons[RULE_FAILED - failed[j]])
         cdef PyObject** over_max = v.reasons + R_OVER_MAX * v.n
         for j in range(k, n_passing):
             put(reasons, n_failed + j - k, over_max[passing[j]])
-        return self.selection(eligible, reasons)
+        return self.selection(eligible, reasons, {})
 
     cdef int _minute_of_week(self, int zone, int64_t minute, object now) except -1:
         """Asks the reference once per zone and UTC minute, for all pings in that minute."""
@@ -507,9 +560,11 @@ cdef class Core:
             scratch.n_items += 1
         return 0
 
-    cdef int _best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
-        """``Index.best_first`` over positions, as one stable sort of packed integer keys;
-        the reference sorts whatever does not pack into 64 bits."""
+    cdef int _best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, Py_ssize_t limit,
+                         object last_bids) except -1:
+        """``Index.best_first`` over positions into passing[:limit]: all ``n`` by one stable
+        sort of packed integer keys, or only the best ``limit`` of them, unordered past
+        that; the reference ranks whatever does not pack into 64 bits."""
         if n < 2:
             return 0
         cdef uint64_t* keys = <uint64_t*>PyMem_Malloc(2 * n * sizeof(uint64_t))
@@ -523,8 +578,12 @@ cdef class Core:
             except (OverflowError, TypeError):  # a last bid that is not a 64-bit int
                 bits = -1
             if bits < 0:
-                return self._python_best_first(v, passing, n, last_bids)
-            sort_keys(keys, keys + n, n, pos_bits, bits)
+                return self._python_best_first(v, passing, n, limit, last_bids)
+            if limit < n:  # keys are distinct (the position is in them): ties cannot reorder
+                smallest_keys(keys, n, limit)
+                n = limit
+            else:
+                sort_keys(keys, keys + n, n, pos_bits, bits)
             for i in range(n):
                 passing[i] = keys[i] & ((1ULL << pos_bits) - 1)
         finally:
@@ -552,10 +611,10 @@ cdef class Core:
                        << pos_bits | <uint64_t>passing[i])
         return self.rank_bits + bid_bits + pos_bits
 
-    cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, object last_bids) except -1:
+    cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, Py_ssize_t limit,
+                                object last_bids) except -1:
         position = {v.camps[passing[i]].number: passing[i] for i in range(n)}
-        numbers = list(position)
-        self.index.best_first(numbers, last_bids)
+        numbers = self.index.best_first(list(position), last_bids, limit)
         for i, number in enumerate(numbers):
             passing[i] = position[number]
         return 0

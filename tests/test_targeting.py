@@ -225,6 +225,39 @@ def test_eligible_is_best_first_without_a_cut(build) -> None:
     assert out == targeting.Selection(eligible=[2, 1, 0], reasons=[])
 
 
+# The detail limit ---------------------------------------------------------------------------
+
+
+def large_vertical(build: Callable[..., Index], filtered: int):
+    """``filtered`` campaigns failing a state, a rule on ``x``, then a rule on ``y``, in
+    turn, then 20 passing ones of rising priority, of which 5 are eligible."""
+    kinds = [{"states": ["NY"]}, {"rules": [{"field": "x", "op": "exists"}]},
+             {"rules": [{"field": "y", "op": "exists"}]}]
+    campaigns = [{"filters": kinds[i % 3]} for i in range(filtered)]
+    campaigns += [{"priority": i} for i in range(20)]
+    n = len(campaigns)
+    blocks = bytearray(n)
+    blocks[1] = CAPPED
+    return build(config(*campaigns, max_buyers=5)).select(ping(state="CA"), "s1", MONDAY_NOON_UTC, blocks, [0] * n)
+
+
+def test_up_to_the_detail_limit_every_reason_is_listed(build) -> None:
+    first = targeting.DETAIL_LIMIT - 15  # 49 filtered + 15 cut
+    out = large_vertical(build, first)
+    assert out.eligible == [first + 19, first + 18, first + 17, first + 16, first + 15] and out.counts == {}
+    assert len(out.reasons) == targeting.DETAIL_LIMIT
+    assert out.reasons[:4] == [(0, "filtered:states"), (1, "capped"), (2, "filtered:rule:y"), (3, "filtered:states")]
+    assert out.reasons[first:] == [(i, targeting.OVER_MAX) for i in range(first + 14, first - 1, -1)]
+
+
+def test_past_the_detail_limit_reasons_are_counted_in_order_of_appearance(build) -> None:
+    first = targeting.DETAIL_LIMIT - 14  # 50 filtered + 15 cut
+    out = large_vertical(build, first)
+    assert out.eligible == [first + 19, first + 18, first + 17, first + 16, first + 15] and out.reasons == []
+    assert list(out.counts.items()) == [("filtered:states", 17), ("capped", 1), ("filtered:rule:y", 16),
+                                        ("filtered:rule:x", 16), (targeting.OVER_MAX, 15)]
+
+
 # Ranking ------------------------------------------------------------------------------------
 
 RANKERS = [pytest.param(targeting.reference_rank, id="reference"), pytest.param(targeting.rank, id="compiled")]

@@ -7,9 +7,12 @@ compiled side's per-minute time zone cache is exercised across calls.
 
 from __future__ import annotations
 
+from collections import Counter
+from unittest import mock
+
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine import targeting
@@ -112,6 +115,36 @@ def test_select_matches_reference(campaigns: list[dict], max_buyers: int, data: 
         blocks = bytearray(data.draw(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n)))
         expected = reference.select(ping, seller, now, blocks, last_bids)
         assert compiled.select(ping, seller, now, blocks, last_bids) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pool=st.lists(campaign.map(lambda c: {**c, "vertical": "v1"}), min_size=1, max_size=8),
+       max_buyers=st.integers(1, 40), data=st.data())
+def test_large_verticals_match_reference(pool: list[dict], max_buyers: int, data: st.DataObject) -> None:
+    """Verticals on both sides of ``DETAIL_LIMIT``, made of a few campaigns repeated: exact
+    reasons below it, counts (keys in the same order) and the same top ``max_buyers`` past it,
+    and the counts are what the exact reasons would count."""
+    n = data.draw(st.integers(40, 200))
+    campaigns = data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))
+    config = make_config(campaigns, max_buyers)
+    reference, compiled = targeting.Index(config), targeting.CompiledIndex(config)
+    last_bids = data.draw(st.lists(st.sampled_from([0, 5, 5, 100, -3, 2**40]), min_size=n, max_size=n))
+    for _ in range(3):
+        ping = msgspec.structs.replace(data.draw(pings), vertical="v1")
+        seller, now = data.draw(st.sampled_from(SELLERS + ["s9"])), data.draw(nows)
+        blocks = bytearray(data.draw(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n)))
+        expected = reference.select(ping, seller, now, blocks, last_bids)
+        got = compiled.select(ping, seller, now, blocks, last_bids)
+        assert got == expected and list(got.counts) == list(expected.counts)
+        event("counted" if expected.counts else "exact")
+        with mock.patch.object(targeting, "DETAIL_LIMIT", n):
+            exact = reference.select(ping, seller, now, blocks, last_bids)
+        assert exact.eligible == expected.eligible and not exact.counts
+        if expected.counts:
+            assert len(exact.reasons) > targeting.DETAIL_LIMIT and expected.reasons == []
+            assert list(expected.counts.items()) == list(Counter(reason for _, reason in exact.reasons).items())
+        else:
+            assert exact.reasons == expected.reasons
 
 
 @settings(max_examples=1500, deadline=None)
