@@ -246,6 +246,17 @@ async def test_no_bench_when_disabled(open_store: Open) -> None:
     assert store.blocks[0] == OPEN
 
 
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store has no keys
+async def test_ended_benches_leave_the_shared_hash(open_store: Open) -> None:
+    store = await open_store([campaign("c1"), campaign("c2")], Exchange(bench_after_timeouts=1, bench_duration_s=1))
+    await store.save_ping(record("p1"), 60, ["c1"], [])
+    await asyncio.sleep(1.1)
+    await store.save_ping(record("p2"), 60, ["c2"], [])
+    port = open_store.servers.ports[0]  # type: ignore[attr-defined]
+    assert cli(port, "-c", "HKEYS", "pp:{bench}:until").split() == ["c2"]
+    assert 900 < int(cli(port, "-c", "PTTL", "pp:{bench}:until")) <= 1000, "gone when the last bench ends"
+
+
 # Duplicates and last bids ------------------------------------------------------------------
 
 
@@ -301,6 +312,26 @@ async def test_blocks_agree_with_memory_semantics(open_store: Open) -> None:
     await reference.close()
     expected = bytearray([OPEN, CAPPED, CAPPED, OPEN, CAPPED, BENCHED])
     assert reference.blocks == store.blocks == other.blocks == expected
+
+
+async def test_view_of_thousands_of_campaigns_mostly_without_caps(open_store: Open) -> None:
+    """Campaigns without caps can only be benched, so a refresh reads counts only for the
+    capped few; the view must still show every cap and every bench."""
+    campaigns = [campaign(f"c{n}") for n in range(2000)] + [campaign(f"cap{n}", hourly=1) for n in range(20)]
+    exchange = Exchange(bench_after_timeouts=1)
+    a, b = await open_store(campaigns, exchange), await open_store(campaigns, exchange)
+    now = time.time()
+    for n in range(0, 20, 2):
+        assert await a.reserve(f"cap{n}", 100, now) is not None
+    await a.save_ping(record("slow"), 60, ["c7", "c1999", "cap0", "cap1"], [])
+    await a.refresh()
+    await b.refresh()
+    expected = bytearray([OPEN]) * 2020
+    for n in range(0, 20, 2):
+        expected[2000 + n] = CAPPED
+    for i in (7, 1999, 2000, 2001):
+        expected[i] = BENCHED
+    assert a.blocks == b.blocks == expected
 
 
 # Cancellation ------------------------------------------------------------------------------

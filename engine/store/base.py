@@ -44,6 +44,11 @@ class Limits:
     def of(cls, campaign: Campaign) -> "Limits":
         return cls(campaign.caps.hourly, campaign.caps.daily, money.to_cents(campaign.caps.daily_budget))
 
+    @property
+    def any_cap(self) -> bool:
+        """Whether counts can ever block the campaign; without a cap only a bench can."""
+        return bool(self.hourly or self.daily or self.budget_cents)
+
     def exceeded(self, hour: int, day: int, cents_today: int, cents: int) -> bool:
         """Would one more lead worth ``cents`` pass a cap, on top of what is counted? With
         ``cents=1`` this is "the campaign is at a cap", the test the view uses. The Redis

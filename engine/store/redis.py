@@ -36,7 +36,7 @@ from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionEr
                               TimeoutError as RedisTimeoutError, TryAgainError)
 
 from ..config import Campaign, Exchange
-from ..targeting import BENCHED
+from ..targeting import BENCHED, OPEN
 from ..trace import PingRecord, PostRecord, pack, unpack
 from .base import OpenedPost, Reservation, Store, StoreUnavailable, clock
 
@@ -77,12 +77,17 @@ _CAPS = ("_clock", "_caps")
 OPEN_POST = _Script.load("open_post")
 FINISH_POST = _Script.load("finish_post")
 BENCH = _Script.load("bench", "_clock")
+BENCH_VIEW = _Script.load("bench_view", "_clock")
 VIEW = _Script.load("view", *_CAPS)
 RESERVE = _Script.load("reserve", *_CAPS)
 SETTLE = _Script.load("settle", *_CAPS)
-_BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, VIEW, RESERVE, SETTLE)}
+_BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, BENCH_VIEW, VIEW, RESERVE, SETTLE)}
 
 LAST_BIDS = "pp:bids"
+BENCHED_UNTIL = "pp:{bench}:until"
+"""Every bench in one hash (campaign -> until, ms), so a refresh reads them all in one call.
+Benches are written only when a buyer times out, so one hash tag (one slot on a Cluster)
+carries them easily."""
 
 
 def _ping_keys(ping_id: str) -> tuple[str, str, str]:
@@ -94,12 +99,12 @@ def _ping_keys(ping_id: str) -> tuple[str, str, str]:
 def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, ...]:
     """The keys the cap scripts take, in the order lua/_caps.lua names them."""
     tag = f"pp:{{camp:{campaign_id}}}:"
-    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "bench", tag + "swept"
+    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "swept"
 
 
-def _bench_keys(campaign_id: str) -> tuple[str, str]:
-    tag = f"pp:{{camp:{campaign_id}}}:"
-    return tag + "timeouts", tag + "bench"
+def _timeouts_key(campaign_id: str) -> str:
+    """Recent timeouts of one campaign; under {bench} so one script call counts a ping's."""
+    return f"pp:{{bench}}:t:{campaign_id}"
 
 
 def _dup_key(buyer_id: str, key: str) -> str:
@@ -172,6 +177,7 @@ class RedisStore(Store):
         self._client: Redis | RedisCluster | None = None
         self._queue: list[_Call] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._capped: list[int] = []
 
     # Life --------------------------------------------------------------------------------
 
@@ -191,6 +197,12 @@ class RedisStore(Store):
             await asyncio.gather(asyncio.sleep(0), *self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+
+    def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
+        """Also note the campaigns with a cap: only their counts can block them, so only
+        theirs cost a script call per refresh."""
+        super().learn(campaigns, exchange)
+        self._capped = [i for i, limits in enumerate(self.limits) if limits.any_cap]
 
     # The batcher -------------------------------------------------------------------------
 
@@ -275,14 +287,16 @@ class RedisStore(Store):
         commands: list[Command] = [("SET", _ping_keys(record.ping_id)[0], pack(record), "PX", _ms(keep_s))]
         ex = self.exchange
         counted = list(timed_out) if ex.bench_after_timeouts > 0 else []
-        commands += [BENCH.call(_bench_keys(c), record.ping_id, ex.bench_window_s * 1000,
-                                ex.bench_after_timeouts, ex.bench_duration_s * 1000) for c in counted]
+        if counted:
+            commands.append(BENCH.call((BENCHED_UNTIL, *map(_timeouts_key, counted)), record.ping_id,
+                                       ex.bench_window_s * 1000, ex.bench_after_timeouts,
+                                       ex.bench_duration_s * 1000, *counted))
         if bids:
             commands.append(("HSET", LAST_BIDS, *(v for bid in bids for v in bid)))
             for campaign_id, cents in bids:
                 self.last_bids[self.index_of(campaign_id)] = cents
         replies = await self._run(*commands)
-        for campaign_id, benched in zip(counted, replies[1:]):
+        for campaign_id, benched in zip(counted, replies[1] if counted else ()):
             if benched:
                 self.blocks[self.index_of(campaign_id)] = BENCHED
 
@@ -343,9 +357,11 @@ class RedisStore(Store):
         return (hour, day) == self.buckets(clock())
 
     def _show(self, i: int, state: Sequence[int]) -> None:
-        """Put one campaign's counts, as the cap scripts return them, into the view."""
-        h, d, b, benched = state
-        self.blocks[i] = self.limits[i].block(bool(benched), h, d, b)
+        """Put one campaign's counts, as the cap scripts return them, into the view. The cap
+        scripts cannot see benches (another hash tag), so a bench stays in the view until
+        the next refresh reads the benches again."""
+        h, d, b = state
+        self.blocks[i] = self.limits[i].block(self.blocks[i] == BENCHED, h, d, b)
 
     async def duplicate_buyers(self, buyer_ids: Sequence[str], keys: Sequence[str]) -> set[str]:
         buyers = list(buyer_ids) if keys else []
@@ -359,16 +375,25 @@ class RedisStore(Store):
     # The local view ----------------------------------------------------------------------
 
     async def refresh(self) -> None:
+        """One call for every bench, one per campaign with a cap, one for the last bids: a
+        campaign without caps can only be benched."""
         hour, day = self.buckets(clock())
-        ids = self.campaign_ids
-        commands = [VIEW.call(_cap_keys(c, hour, day), hour, day) for c in ids]
+        ids, capped = self.campaign_ids, self._capped
+        commands = [BENCH_VIEW.call((BENCHED_UNTIL,)), *(VIEW.call(_cap_keys(ids[i], hour, day), hour, day)
+                                                           for i in capped)]
         if ids:
             commands.append(("HMGET", LAST_BIDS, *ids))
-        replies = await self._run(*commands)
+        benched, *replies = await self._run(*commands)
         if ids is not self.campaign_ids:
             return  # a new config was learned meanwhile; its numbering differs
-        for i, state in enumerate(replies[:len(ids)]):
-            self._show(i, state)
+        view = bytearray([OPEN]) * len(ids)
+        for i, (h, d, b) in zip(capped, replies):
+            view[i] = self.limits[i].block(False, h, d, b)
+        for campaign_id in benched:
+            i = self._numbers.get(campaign_id.decode())
+            if i is not None:
+                view[i] = BENCHED
+        self.blocks[:] = view
         for i, cents in enumerate(replies[-1] if ids else ()):
             if cents is not None:
                 self.last_bids[i] = int(cents)

@@ -1,7 +1,7 @@
 -- Shared by view, reserve and settle. KEYS (one hash tag per campaign):
 -- [1] leads this hour, [2] leads today, [3] cents today,
--- [4] open reservations (member "token|hour|day|cents", score = deadline in ms), [5] bench flag,
--- [6] reservations the sweep gave back (so a late commit counts its sale once).
+-- [4] open reservations (member "token|hour|day|cents", score = deadline in ms),
+-- [5] reservations the sweep gave back (so a late commit counts its sale once).
 -- Counters outlive their bucket so a settle that arrives late still finds them.
 local HOUR_TTL, DAY_TTL = 7200, 172800
 
@@ -28,16 +28,16 @@ local function sweep(hour, day, now)
     if d == day then
       count(h == hour and -1 or 0, -1, -tonumber(cents))
     end
-    redis.call('SADD', KEYS[6], member)
+    redis.call('SADD', KEYS[5], member)
   end
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-    redis.call('EXPIRE', KEYS[6], DAY_TTL)
+    redis.call('EXPIRE', KEYS[5], DAY_TTL)
   end
 end
 
--- {leads this hour, leads today, cents today, 1 if benched}
+-- {leads this hour, leads today, cents today}; benches live apart, under {bench}.
 local function state()
   local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
-  return {tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0), redis.call('EXISTS', KEYS[5])}
+  return {tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)}
 end

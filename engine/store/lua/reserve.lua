@@ -11,8 +11,11 @@ local s = state()
 local cents, hourly, daily, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if (hourly > 0 and s[1] + 1 > hourly) or (daily > 0 and s[2] + 1 > daily)
     or (budget > 0 and s[3] + cents > budget) then
-  return {0, s[1], s[2], s[3], s[4]}
+  return {0, s[1], s[2], s[3]}
 end
 count(1, 1, cents)
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[8]), ARGV[7])
-return {1, s[1] + 1, s[2] + 1, s[3] + cents, s[4]}
+-- Only a reserve or a refresh of a capped campaign sweeps, so a campaign without caps
+-- that is never posted again would otherwise keep a dead worker's reservations for ever.
+redis.call('EXPIRE', KEYS[4], DAY_TTL)
+return {1, s[1] + 1, s[2] + 1, s[3] + cents}

@@ -5,7 +5,7 @@
 -- changes nothing, so a resent pipeline is harmless.
 local sign = tonumber(ARGV[3])
 local held = redis.call('ZREM', KEYS[4], ARGV[1]) == 1
-local swept = not held and redis.call('SREM', KEYS[6], ARGV[1]) == 1
+local swept = not held and redis.call('SREM', KEYS[5], ARGV[1]) == 1
 if (sign < 0 and held) or (sign > 0 and swept) then
   count(sign, sign, sign * tonumber(ARGV[2]))
 end
