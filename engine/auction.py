@@ -20,7 +20,7 @@ from typing import Any, Awaitable, TypeVar
 import msgspec
 
 from . import money
-from .buyers import BuyerClient, ping_body, post_body, read_bid, read_post
+from .buyers import BuyerClient, PingBody, post_body, read_bid, read_post
 from .config import Buyer, Campaign, Config, Seller
 from .errors import ApiError
 from .metrics import Metrics
@@ -114,6 +114,7 @@ class Exchange:
         bid_ids: dict[int, str | None] = {}
         calls: list[tuple[str, str, bytes, float]] = []
         called: list[int] = []
+        body: PingBody | None = None
         for i in selection.eligible:
             c = campaigns[i]
             fixed = index.fixed_cents[i]
@@ -124,8 +125,9 @@ class Exchange:
                 continue
             remaining_ms = int((deadline - time.perf_counter()) * 1000)
             tmax = min(c.timeout_ms, remaining_ms)
-            body = ping_body(ping, ping_id, c.id, seller_id, test, tmax)
-            calls.append((c.id, c.ping_url, body, tmax / 1000))  # type: ignore[arg-type]
+            if body is None:
+                body = PingBody(ping, ping_id, seller_id, test)
+            calls.append((c.id, c.ping_url, body.to(c.id, tmax), tmax / 1000))  # type: ignore[arg-type]
             called.append(i)
         timed_out: list[str] = []
         if calls:

@@ -60,14 +60,23 @@ class PostResult:
 # Pure translations ------------------------------------------------------------------------
 
 
-def ping_body(ping: PingFields, ping_id: str, campaign_id: str, seller_id: str, test: bool, tmax_ms: int) -> bytes:
-    """The buyer's ping: the lead's non-personal fields only (the Struct has no others)."""
-    return _encode(BuyerPing(
-        ping_id=ping_id, campaign_id=campaign_id, vertical=ping.vertical, zip=ping.zip, seller_id=seller_id,
-        test=test, tmax_ms=tmax_ms, state=ping.state, source_id=ping.source_id, sub_id=ping.sub_id,
-        quality_score=ping.quality_score, tcpa_consent=ping.tcpa_consent, email_sha256=ping.email_sha256,
-        phone_sha256=ping.phone_sha256, attributes=ping.attributes,
-    ))
+class PingBody:
+    """The buyers' ping bodies of one ping, encoded once: only ``campaign_id`` and
+    ``tmax_ms`` differ between buyers, so they lead the object and the shared fields (the
+    lead's non-personal ones only: the Struct has no others) follow as the same bytes."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, ping: PingFields, ping_id: str, seller_id: str, test: bool) -> None:
+        self._shared = _encode(BuyerPing(
+            ping_id=ping_id, vertical=ping.vertical, zip=ping.zip, seller_id=seller_id, test=test,
+            state=ping.state, source_id=ping.source_id, sub_id=ping.sub_id, quality_score=ping.quality_score,
+            tcpa_consent=ping.tcpa_consent, email_sha256=ping.email_sha256, phone_sha256=ping.phone_sha256,
+            attributes=ping.attributes,
+        ))[1:]
+
+    def to(self, campaign_id: str, tmax_ms: int) -> bytes:
+        return b'{"campaign_id":%s,"tmax_ms":%d,%s' % (_encode(campaign_id), tmax_ms, self._shared)
 
 
 def is_json(content_type: bytes) -> bool:

@@ -165,13 +165,14 @@ class Health(Struct):
 
 
 class BuyerPing(Struct, kw_only=True, omit_defaults=True):
+    """What every buyer of one ping receives alike; ``buyers.PingBody`` puts each buyer's
+    ``campaign_id`` and ``tmax_ms`` in front of these fields."""
+
     ping_id: str
-    campaign_id: str
     vertical: str
     zip: str
     seller_id: str
     test: bool
-    tmax_ms: int
     state: str | UnsetType = UNSET
     source_id: str | UnsetType = UNSET
     sub_id: str | UnsetType = UNSET
