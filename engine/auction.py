@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any, Awaitable, TypeVar
 
 import msgspec
@@ -23,6 +24,7 @@ from . import money
 from .buyers import BuyerClient, PingBody, post_body, read_bid, read_post
 from .config import Buyer, Campaign, Config, Seller
 from .errors import ApiError
+from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
 from .store.base import Store, StoreUnavailable
@@ -76,6 +78,7 @@ class Exchange:
         self.store = store
         self.client = client
         self.metrics = metrics
+        self.journal = Journal()
         self.use(config)
 
     def use(self, config: Config, index: Index | None = None) -> None:
@@ -171,10 +174,13 @@ class Exchange:
 
     # Post --------------------------------------------------------------------------------
 
-    async def post(self, seller: SellerView, ping_id: str, lead: Lead) -> tuple[PingRecord, PostRecord]:
+    async def post(self, seller: SellerView, ping_id: str, lead: Lead) -> PostRecord:
         """Post a lead for an earlier ping: idempotent per ping, one cascade at a time.
 
         The lock and the duplicate check go to the store together (one round trip)."""
+        journaled = self.journal.result(ping_id, seller.seller.id)
+        if journaled is not None:
+            return journaled
         keys = lead_keys(lead)
         post_timeout_s = self.config.exchange.post_timeout_ms / 1000
         opened, duplicates = await within(time.perf_counter() + post_timeout_s, asyncio.gather(
@@ -185,7 +191,7 @@ class Exchange:
                 await self.store.unlock_post(ping_id)
             raise ApiError(404, "not_found", "no such ping for this seller")
         if opened.result is not None:
-            return record, opened.result
+            return opened.result
         if not opened.acquired:
             raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
         try:
@@ -193,7 +199,7 @@ class Exchange:
         except ApiError:
             await self.store.unlock_post(ping_id)
             raise
-        return record, await self._cascade(seller, record, lead, keys, duplicates)
+        return await self._cascade(seller, record, lead, keys, duplicates)
 
     async def direct(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None,
                      lead: Lead) -> tuple[PingRecord, PostRecord]:
@@ -212,7 +218,7 @@ class Exchange:
         started = time.perf_counter()
         deadline = started + self.config.exchange.post_timeout_ms / 1000
         result = PostRecord(status="unsold", attempts=0, offers=[])
-        settle: list[Awaitable[None]] = []
+        settle: list[Write] = []
         try:
             await self._offer_in_turn(seller, record, lead, keys, duplicates, deadline, result, settle)
         finally:
@@ -228,12 +234,21 @@ class Exchange:
                 "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
                 "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
                 "post_ms": round(elapsed * 1000, 2)}})
-            await asyncio.gather(*settle, self.store.finish_post(record.ping_id, result))
+
+            def record_all() -> Awaitable[Any]:
+                return asyncio.gather(*(write() for write in settle), self.store.finish_post(record.ping_id, result))
+
+            try:
+                await record_all()
+            except StoreUnavailable:
+                if result.status != "sold":
+                    raise
+                self.journal.add(record.ping_id, record.seller_id, result, record_all)
         return result
 
     async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
                              duplicates: set[str], deadline: float, result: PostRecord,
-                             settle: list[Awaitable[None]]) -> None:
+                             settle: list[Write]) -> None:
         """Offer the lead down the ranked bids. Store writes that need no answer (releases,
         the commit) are left in ``settle`` to ride along with the next round trip."""
         body_lead = buyer_lead(record.ping, lead)
@@ -253,7 +268,7 @@ class Exchange:
             reservation = None
             if not record.test:
                 reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, time.time()),
-                                                       *settle)
+                                                       *(write() for write in settle))
                 settle.clear()
                 if reservation is None:
                     offer.outcome = "capped"
@@ -265,7 +280,7 @@ class Exchange:
                                                 min(campaign.post_timeout_ms / 1000, remaining))
             except BaseException:
                 if reservation is not None:
-                    settle.append(self.store.release(reservation))
+                    settle.append(partial(self.store.release, reservation))
                 raise
             verdict = read_post(answer)
             offer.outcome = verdict.outcome
@@ -273,13 +288,13 @@ class Exchange:
             self.metrics.post_outcome(campaign.id, verdict.outcome)
             if not verdict.accepted:
                 if reservation is not None:
-                    settle.append(self.store.release(reservation))
+                    settle.append(partial(self.store.release, reservation))
                 continue
             if reservation is not None:
-                settle.append(self.store.commit(reservation))
+                settle.append(partial(self.store.commit, reservation))
                 buyer = self.buyers[campaign.buyer]
                 if buyer.dedupe_days > 0:
-                    settle.append(self.store.remember(buyer.id, keys, buyer.dedupe_days))
+                    settle.append(partial(self.store.remember, buyer.id, keys, buyer.dedupe_days))
             result.status = "sold"
             result.price_cents = money.apply_share(bid.cents, seller.share)
             result.lead_id = os.urandom(12).hex()

@@ -326,8 +326,8 @@ class Routes:
             req = decode(self.post_decoder, body, ping_fields=False)
             if req.lead.zip is msgspec.UNSET:
                 raise invalid("lead.zip", "required field is missing")
-            record, result = await self.exchange.post(seller, req.ping_id, lead_of(req.lead, "lead"))
-            return json_response(post_answer(record.ping_id, result))
+            result = await self.exchange.post(seller, req.ping_id, lead_of(req.lead, "lead"))
+            return json_response(post_answer(req.ping_id, result))
         return await self._admitted(request, work)
 
     async def direct(self, request: web.Request) -> web.Response:
@@ -385,6 +385,7 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
         await exchange.client.start(config.campaigns)
         yield
         await exchange.client.close()
+        await exchange.journal.close()
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)

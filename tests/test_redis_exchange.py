@@ -213,3 +213,40 @@ async def test_a_silent_redis_costs_a_503_never_the_deadline(buyers, exchange):
         assert (await ex.post(ready["ping_id"], LEAD))[0] == 200
     finally:
         server.remove()
+
+
+async def test_a_sale_the_store_cannot_record_is_kept_and_recorded_later(buyers, exchange):
+    """Redis goes silent while the buyer accepts: the seller still hears "sold", a re-post
+    is answered from the worker's journal (the lead is not offered again), and once Redis
+    is back the sale, its cap count and its result are written."""
+    from tests.redis_support import RedisServer
+
+    server = RedisServer().start()
+    try:
+        assert server.process is not None
+
+        def accept_then_partition(_: dict[str, Any]) -> Any:
+            server.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            return accept()
+
+        buyers.script("c1", ping=bid(2.0), post=accept_then_partition)
+        config = base_config(buyers, {"id": "c1", "caps": {"daily": 1}}, post_timeout_ms=400)
+        (ex,) = await workers(exchange, config, server.url, 1)
+        answer = await ping_ok(ex)
+        try:
+            status, sold = await ex.post(answer["ping_id"], LEAD)
+            assert status == 200 and sold["status"] == "sold", sold
+            assert await ex.post(answer["ping_id"], LEAD) == (200, sold)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while True:
+            status, trace = await ex.trace(answer["ping_id"])
+            if "post" in trace or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert trace["post"]["status"] == "sold" and trace["post"]["lead_id"] == sold["lead_id"]
+        assert len(buyers.posts["c1"]) == 1, "the lead was offered once"
+        assert await ex.store.reserve("c1", 100, time.time()) is None, "the sale counts against the cap"
+    finally:
+        server.remove()
