@@ -23,7 +23,7 @@ import sys
 import typing
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import httptools
 import msgspec
@@ -142,26 +142,42 @@ _NOT_ALLOWED = _http(b"405 Method Not Allowed", b'{"error":"method not allowed"}
 _BAD_REQUEST = _http(b"400 Bad Request", b'{"error":"malformed HTTP request"}')
 _ID = re.compile(rb"^[A-Za-z0-9_.\-]{1,64}$")
 
-COUNTERS = ("pings", "bids", "no_bids", "timeouts", "errors", "posts", "accepted", "rejected",
-            "post_timeouts", "post_errors")
+#: Per kind of request, its counters in draw order: all, held (timeout), error, refused
+#: (no-bid / reject), answered well.
+PING_COUNTERS = ("pings", "timeouts", "errors", "no_bids", "bids")
+POST_COUNTERS = ("posts", "post_timeouts", "post_errors", "rejected", "accepted")
+
+
+class _Kind:
+    """How one kind of request (ping or post) of one campaign is answered: the cut-offs a
+    random draw is compared with, the answer delay, the refusals, and the counters."""
+
+    __slots__ = ("cuts", "lo", "refusals", "counts")
+
+    def __init__(self, rates: tuple[float, float, float], lo: float, refusals: tuple[bytes, ...]) -> None:
+        self.cuts = _cuts(*rates)
+        self.lo = lo
+        self.refusals = refusals
+        self.counts = [0] * 5
 
 
 class _Campaign:
-    """One campaign's behaviour, flattened into the cut-offs one random draw is compared
-    with, and its counters."""
+    """One campaign's behaviour and counters, for its pings and for its posts."""
 
-    __slots__ = ("key", "lo", "span", "post_lo", "hold", "cents", "ping_cuts", "post_cuts", *COUNTERS)
+    __slots__ = ("key", "span", "hold", "cents", "ping", "post")
 
     def __init__(self, campaign_id: str, b: Behaviour) -> None:
         self.key = campaign_id.encode()
-        self.lo, self.span = (b.latency_ms - b.jitter_ms) / 1000, 2 * b.jitter_ms / 1000
-        self.post_lo = (b.post_latency_ms - b.jitter_ms) / 1000
+        self.span = 2 * b.jitter_ms / 1000
         self.hold = b.hold_s
         self.cents = (round(b.bid_min * 100), round(b.bid_max * 100))
-        self.ping_cuts = _cuts(b.timeout_rate, b.error_rate, b.no_bid_rate)
-        self.post_cuts = _cuts(b.post_timeout_rate, b.post_error_rate, b.reject_rate)
-        for name in COUNTERS:
-            setattr(self, name, 0)
+        self.ping = _Kind((b.timeout_rate, b.error_rate, b.no_bid_rate), (b.latency_ms - b.jitter_ms) / 1000,
+                          _NO_BIDS)
+        self.post = _Kind((b.post_timeout_rate, b.post_error_rate, b.reject_rate),
+                          (b.post_latency_ms - b.jitter_ms) / 1000, _REJECTS)
+
+    def counters(self) -> dict[str, int]:
+        return {**dict(zip(PING_COUNTERS, self.ping.counts)), **dict(zip(POST_COUNTERS, self.post.counts))}
 
 
 def _cuts(*rates: float) -> tuple[float, ...]:
@@ -205,7 +221,9 @@ class Simulator:
             return _NOT_FOUND, 0.0
         if method != b"POST":
             return _NOT_ALLOWED, 0.0
-        return self._ping(campaign) if action == b"ping" else self._post(campaign)
+        if action == b"ping":
+            return self._answer(campaign, campaign.ping, self._bid)
+        return self._answer(campaign, campaign.post, self._accept)
 
     def _unlisted(self, campaign_id: bytes) -> _Campaign | None:
         if not self.any_campaign or not _ID.match(campaign_id):
@@ -213,46 +231,30 @@ class Simulator:
         campaign = self.campaigns[campaign_id] = _Campaign(campaign_id.decode(), self.default)
         return campaign
 
-    def _ping(self, c: _Campaign) -> tuple[bytes, float]:
-        c.pings += 1
+    def _answer(self, c: _Campaign, kind: _Kind, good: Callable[[_Campaign], bytes]) -> tuple[bytes, float]:
+        """One draw picks the answer: held (a timeout), an error, a refusal, or ``good``."""
+        counts = kind.counts
+        counts[0] += 1
         rng = self.rng
         draw = rng.random()
-        timeout, error, no_bid = c.ping_cuts
-        if draw < timeout:
-            c.timeouts += 1
-            return self._bid(c), c.hold
-        delay = max(0.0, c.lo + rng.random() * c.span)
+        held, error, refused = kind.cuts
+        if draw < held:
+            counts[1] += 1
+            return good(c), c.hold
+        delay = max(0.0, kind.lo + rng.random() * c.span)
         if draw < error:
-            c.errors += 1
+            counts[2] += 1
             return rng.choice(_ERRORS), delay
-        if draw < no_bid:
-            c.no_bids += 1
-            return rng.choice(_NO_BIDS), delay
-        c.bids += 1
-        return self._bid(c), delay
+        if draw < refused:
+            counts[3] += 1
+            return rng.choice(kind.refusals), delay
+        counts[4] += 1
+        return good(c), delay
 
     def _bid(self, c: _Campaign) -> bytes:
         cents = self.rng.randint(*c.cents)
         self.seq += 1
         return _http(b"200 OK", b'{"bid":%d.%02d,"bid_id":"%s-%d"}' % (cents // 100, cents % 100, c.key, self.seq))
-
-    def _post(self, c: _Campaign) -> tuple[bytes, float]:
-        c.posts += 1
-        rng = self.rng
-        draw = rng.random()
-        timeout, error, reject = c.post_cuts
-        if draw < timeout:
-            c.post_timeouts += 1
-            return self._accept(c), c.hold
-        delay = max(0.0, c.post_lo + rng.random() * c.span)
-        if draw < error:
-            c.post_errors += 1
-            return rng.choice(_ERRORS), delay
-        if draw < reject:
-            c.rejected += 1
-            return rng.choice(_REJECTS), delay
-        c.accepted += 1
-        return self._accept(c), delay
 
     def _accept(self, c: _Campaign) -> bytes:
         self.seq += 1
@@ -261,8 +263,7 @@ class Simulator:
     def stats(self) -> bytes:
         return msgspec.json.encode({
             "connections": self.accepted_connections,
-            "campaigns": {c.key.decode(): {name: getattr(c, name) for name in COUNTERS}
-                          for c in self.campaigns.values()},
+            "campaigns": {c.key.decode(): c.counters() for c in self.campaigns.values()},
         })
 
 
