@@ -33,11 +33,9 @@ Phone = Annotated[str, Meta(min_length=10, max_length=32)]
 Amount = Annotated[float, Meta(ge=0)]
 
 
-class PingFields(Struct, kw_only=True, forbid_unknown_fields=True):
-    """The non-personal description of a lead that buyers bid on."""
+class Described(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The optional non-personal fields a ping carries and a lead may repeat."""
 
-    vertical: Vertical
-    zip: Zip
     state: StateCode | UnsetType = UNSET
     source_id: ShortText | UnsetType = UNSET
     sub_id: ShortText | UnsetType = UNSET
@@ -46,6 +44,13 @@ class PingFields(Struct, kw_only=True, forbid_unknown_fields=True):
     email_sha256: Sha256 | UnsetType = UNSET
     phone_sha256: Sha256 | UnsetType = UNSET
     attributes: Attributes | UnsetType = UNSET
+
+
+class PingFields(Described, kw_only=True, forbid_unknown_fields=True):
+    """The non-personal description of a lead that buyers bid on."""
+
+    vertical: Vertical
+    zip: Zip
 
 
 class PingRequest(PingFields, kw_only=True, forbid_unknown_fields=True):
@@ -54,7 +59,7 @@ class PingRequest(PingFields, kw_only=True, forbid_unknown_fields=True):
     timeout_ms: Annotated[int, Meta(ge=1, le=600_000)] | UnsetType = UNSET
 
 
-class Lead(Struct, kw_only=True, forbid_unknown_fields=True):
+class Lead(Described, kw_only=True, forbid_unknown_fields=True):
     """The full lead of a post; the ping's fields may be repeated and must then agree."""
 
     first_name: Name
@@ -63,19 +68,11 @@ class Lead(Struct, kw_only=True, forbid_unknown_fields=True):
     phone: Phone
     zip: Zip | UnsetType = UNSET
     vertical: Vertical | UnsetType = UNSET
-    state: StateCode | UnsetType = UNSET
-    source_id: ShortText | UnsetType = UNSET
-    sub_id: ShortText | UnsetType = UNSET
-    quality_score: Quality | UnsetType = UNSET
-    tcpa_consent: bool | UnsetType = UNSET
-    email_sha256: Sha256 | UnsetType = UNSET
-    phone_sha256: Sha256 | UnsetType = UNSET
     address: LongText | UnsetType = UNSET
     city: LongText | UnsetType = UNSET
     ip_address: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
     dob: datetime.date | UnsetType = UNSET
     consent_cert_url: HttpsUrl | UnsetType = UNSET
-    attributes: Attributes | UnsetType = UNSET
 
 
 class PostRequest(Struct, kw_only=True, forbid_unknown_fields=True):
