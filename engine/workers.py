@@ -53,6 +53,8 @@ class Supervisor:
             started = time.monotonic()
             process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
             self.processes[number] = process
+            if self.stopping:  # SIGTERM came while this worker was being started
+                process.send_signal(signal.SIGTERM)
             assert process.stdout is not None
             async for raw in process.stdout:
                 line = raw.decode(errors="replace").rstrip()
@@ -63,7 +65,8 @@ class Supervisor:
                     print(line, flush=True)
             code = await process.wait()
             if self.stopping:
-                self.failed |= code != 0
+                # -SIGTERM: stopped before its handlers were in place, so with nothing in flight.
+                self.failed |= code not in (0, -signal.SIGTERM)
                 return
             if not ready.done():
                 ready.set_exception(RuntimeError(f"worker {number} exited with code {code} before listening"))

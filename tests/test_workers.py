@@ -320,3 +320,17 @@ async def test_redis_killed_and_restarted_mid_traffic(buyers, launch, session):
     assert len(sold) <= cap
     accepted = buyers.posts["c1"]
     assert len(accepted) <= cap, f"{len(accepted)} leads delivered past a daily cap of {cap}"
+
+
+async def test_sigterm_while_a_worker_restarts_still_drains_and_exits_zero(buyers, launch, redis_server):  # noqa: F811
+    """The new worker is signalled even if it is still starting, and one stopped before its
+    handlers exist (nothing in flight) is not a failure."""
+    redis_server.flush()
+    sup = await launch(base_config(buyers, {"id": "c1", "ping_url": None, "fixed_price": 2}), redis_server.url,
+                       workers=2)
+    victim = workers_of(sup)[0]
+    victim.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(victim.wait, 10)
+    await until(lambda: len(workers_of(sup)) == 2, "the supervisor to start a new worker")
+    sup.signal(signal.SIGTERM)  # the new worker is still importing, before its handlers
+    assert await asyncio.wait_for(sup.wait(), 20) == 0
