@@ -144,8 +144,12 @@ def read_post(answer: Answer) -> PostResult:
 
 
 def clean_reason(reason: str | None) -> str:
-    """A buyer's free-text reason, cut to a short safe token for traces, logs and labels."""
+    """A buyer's free-text reason, cut to a short safe token for traces, logs and labels.
+    ``timeout`` is the exchange's own word for a post that got no answer, so a buyer that
+    says it is recorded as ``buyer_timeout``."""
     cleaned = _REASON_UNSAFE.sub("_", reason or "").strip("_")[:48]
+    if cleaned == "timeout":
+        return "buyer_timeout"
     return cleaned or "unspecified"
 
 

@@ -65,7 +65,7 @@ async def test_every_reject_means_unsold(buyers, exchange):
 
 
 @pytest.mark.parametrize("reason,recorded", [("Too old!", "rejected:Too_old"), (None, "rejected:unspecified"),
-                                             ("dupe", "rejected:dupe")])
+                                             ("dupe", "rejected:dupe"), ("timeout", "rejected:buyer_timeout")])
 async def test_reject_reason_is_in_the_trace(buyers, exchange, reason, recorded):
     payload: dict[str, Any] = {"accepted": False}
     if reason is not None:
