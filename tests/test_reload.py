@@ -91,3 +91,17 @@ async def test_a_new_config_keeps_what_the_store_knows_of_staying_campaigns(buye
         assert await store.reserve("c1", 100, now) is None
     finally:
         await store.close()
+
+
+async def test_a_campaign_whose_caps_are_removed_opens(buyers):
+    capped = from_dict(base_config(buyers, {"id": "c1", "caps": {"daily": 1}}))
+    uncapped = from_dict(base_config(buyers, {"id": "c1"}))
+    store = MemoryStore()
+    await store.start(capped.campaigns, capped.exchange)
+    try:
+        assert await store.reserve("c1", 100, time.time()) is not None and store.blocks[0] == CAPPED
+        store.learn(uncapped.campaigns, uncapped.exchange)
+        await store.refresh()
+        assert store.blocks[0] == OPEN and store.capped == []
+    finally:
+        await store.close()

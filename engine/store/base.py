@@ -93,6 +93,7 @@ class Store(ABC):
     def __init__(self) -> None:
         self.campaign_ids: list[str] = []
         self._numbers: dict[str, int] = {}
+        self.capped: list[int] = []
         self.limits: list[Limits] = []
         self.blocks = bytearray()
         self.last_bids: list[int] = []
@@ -108,13 +109,17 @@ class Store(ABC):
 
     def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
         """Number the campaigns as the targeting index does. A campaign that stays keeps its
-        block and last bid, so swapping in a new config reopens no capped campaign."""
+        block and last bid, so swapping in a new config reopens no capped campaign (one
+        whose caps were removed is open). ``capped`` lists the campaigns with a cap: only
+        their counts can block them, so only they need rereading on each refresh."""
         known = {cid: (self.blocks[i], self.last_bids[i]) for i, cid in enumerate(self.campaign_ids)}
         carried = [known.get(c.id, (OPEN, 0)) for c in campaigns]
         self.campaign_ids = [c.id for c in campaigns]
         self._numbers = {cid: i for i, cid in enumerate(self.campaign_ids)}
         self.limits = [Limits.of(c) for c in campaigns]
-        self.blocks = bytearray(block for block, _ in carried)
+        self.capped = [i for i, limits in enumerate(self.limits) if limits.any_cap]
+        self.blocks = bytearray(OPEN if block == CAPPED and not limits.any_cap else block
+                                for (block, _), limits in zip(carried, self.limits))
         self.last_bids = [bid for _, bid in carried]
         self.exchange = exchange
         self._tz = zone(exchange.timezone)

@@ -114,9 +114,17 @@ class MemoryStore(Store):
         self.blocks[i] = self.limits[i].block(benched, *self._counted(i, hour, day))
 
     async def refresh(self) -> None:
+        """Only a cap or a bench can block a campaign, so only those are looked at: a
+        refresh over 10,000 campaigns must not hold the event loop for milliseconds."""
         now = clock()
         hour, day = self.buckets(now)
-        for i in range(len(self.campaign_ids)):
+        for campaign_id, until in list(self._benched_until.items()):
+            if until <= now:
+                del self._benched_until[campaign_id]
+                i = self._numbers.get(campaign_id)
+                if i is not None:
+                    self._update_block(i, hour, day, now)
+        for i in self.capped:
             self._update_block(i, hour, day, now)
         while self._expiry and self._expiry[0][0] <= now:
             _, ping_id = heapq.heappop(self._expiry)

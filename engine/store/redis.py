@@ -177,7 +177,6 @@ class RedisStore(Store):
         self._client: Redis | RedisCluster | None = None
         self._queue: list[_Call] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._capped: list[int] = []
 
     # Life --------------------------------------------------------------------------------
 
@@ -197,12 +196,6 @@ class RedisStore(Store):
             await asyncio.gather(asyncio.sleep(0), *self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
-
-    def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
-        """Also note the campaigns with a cap: only their counts can block them, so only
-        theirs cost a script call per refresh."""
-        super().learn(campaigns, exchange)
-        self._capped = [i for i, limits in enumerate(self.limits) if limits.any_cap]
 
     # The batcher -------------------------------------------------------------------------
 
@@ -378,7 +371,7 @@ class RedisStore(Store):
         """One call for every bench, one per campaign with a cap, one for the last bids: a
         campaign without caps can only be benched."""
         hour, day = self.buckets(clock())
-        ids, capped = self.campaign_ids, self._capped
+        ids, capped = self.campaign_ids, self.capped
         commands = [BENCH_VIEW.call((BENCHED_UNTIL,)), *(VIEW.call(_cap_keys(ids[i], hour, day), hour, day)
                                                            for i in capped)]
         if ids:
