@@ -168,9 +168,6 @@ class BuyerClient:
         self._http = http1.Client(tls_context(ca_file), MAX_ANSWER)
         self._targets: dict[tuple[str, str], tuple[http1.Target, bool]] = {}
 
-    async def start(self, campaigns: Iterable[Campaign]) -> None:
-        self.learn(campaigns)
-
     def learn(self, campaigns: Iterable[Campaign]) -> None:
         """Pre-build each campaign's request heads once per config."""
         targets = {}

@@ -37,8 +37,6 @@ _decode_any = msgspec.json.Decoder().decode
 _PING_FIELDS = PingFields.__struct_fields__
 
 EXCHANGE = web.AppKey("exchange", Exchange)
-STATE = web.AppKey("state", dict)
-ROUTES = web.AppKey("routes", object)
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
@@ -170,10 +168,9 @@ def lead_of(lead: Lead, path: str) -> Lead:
 
 
 def ping_answer(record: PingRecord) -> PingResponse:
-    answer = PingResponse(ping_id=record.ping_id, status="no_bid", expires_at=rfc3339(record.expires_at),
-                          auction_ms=record.auction_ms)
+    answer = PingResponse(ping_id=record.ping_id, status=record.status,  # type: ignore[arg-type]
+                          expires_at=rfc3339(record.expires_at), auction_ms=record.auction_ms)
     if record.price_cents is not None:
-        answer.status = "bid"
         answer.price = money.to_amount(record.price_cents)
     return answer
 
@@ -277,9 +274,9 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
 class Routes:
     """The seller API's handlers over one exchange."""
 
-    def __init__(self, exchange: Exchange, state: dict[str, Any]) -> None:
+    def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        self.state = state
+        self.draining = False
         self.inflight = 0
         self.learn()
         self.openapi = _encode(document())
@@ -302,7 +299,7 @@ class Routes:
     async def _admitted(self, request: web.Request, work: Callable[[SellerView, bool, bytes], Awaitable[T]]) -> T:
         """Auth, then the in-flight bound (answered at once, never queued), then the work."""
         seller, test = self.gate.seller(request)
-        if self.state["draining"]:
+        if self.draining:
             raise ApiError(503, "shutting_down", "this exchange is shutting down; retry elsewhere")
         if self.inflight >= self.max_inflight:
             raise ApiError(503, "overloaded", "too many auctions in flight; retry shortly")
@@ -348,7 +345,7 @@ class Routes:
         return json_response(to_trace(record))
 
     async def healthz(self, request: web.Request) -> web.Response:
-        if self.state["draining"]:
+        if self.draining:
             raise ApiError(503, "shutting_down", "this exchange is shutting down")
         return json_response(Health("ok"))
 
@@ -359,6 +356,9 @@ class Routes:
         return web.Response(body=self.openapi, content_type="application/json")
 
 
+ROUTES = web.AppKey("routes", Routes)
+
+
 def _opt(value: int | msgspec.UnsetType) -> int | None:
     return None if value is msgspec.UNSET else value
 
@@ -367,11 +367,8 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
     """The exchange as an aiohttp app; the store and buyer client start and stop with it."""
     app = web.Application(middlewares=[error_shape], client_max_size=MAX_BODY, handler_args={"max_field_size": 8190})
     exchange = Exchange(config, store, BuyerClient(ca_file), Metrics())
-    state: dict[str, Any] = {"draining": False}
     app[EXCHANGE] = exchange
-    app[STATE] = state
-    routes = Routes(exchange, state)
-    app[ROUTES] = routes
+    routes = app[ROUTES] = Routes(exchange)
     app.router.add_post("/v1/ping", routes.ping)
     app.router.add_post("/v1/post", routes.post)
     app.router.add_post("/v1/leads", routes.direct)
@@ -382,7 +379,6 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
 
     async def lifecycle(app: web.Application) -> Any:
         await store.start(config.campaigns, config.exchange)
-        await exchange.client.start(config.campaigns)
         yield
         await exchange.client.close()
         await exchange.journal.close()
@@ -394,7 +390,7 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
 
 def drain(app: web.Application) -> None:
     """Refuse new work from now on; what is in flight finishes (see ``serve``)."""
-    app[STATE]["draining"] = True
+    app[ROUTES].draining = True
 
 
 async def reload(app: web.Application, config: Config) -> None:
@@ -405,5 +401,5 @@ async def reload(app: web.Application, config: Config) -> None:
     index = await asyncio.get_running_loop().run_in_executor(None, build_index, config)
     exchange.use(config, index)
     exchange.store.learn(config.campaigns, config.exchange)
-    app[ROUTES].learn()  # type: ignore[attr-defined]
+    app[ROUTES].learn()
     await exchange.store.refresh()
