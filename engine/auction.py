@@ -165,9 +165,9 @@ class Exchange:
         await within(deadline, self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
                                                     [(campaigns[b.campaign].id, b.cents) for b in bids]))
         self.metrics.auction_seconds.observe(auction_ms / 1000)
-        self.metrics.ping_answered(record_status(record))
+        self.metrics.ping_answered(record.status)
         log.info("ping", extra={"event": {
-            "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record_status(record),
+            "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record.status,
             "price": money.to_amount(price) if price is not None else None, "pinged": len(calls),
             "bids": len(ranked), "auction_ms": auction_ms}})
         return record
@@ -312,10 +312,6 @@ async def within(deadline: float, work: Awaitable[T]) -> T:
         raise StoreUnavailable("the store did not answer within the deadline") from None
 
 
-def record_status(record: PingRecord) -> str:
-    return "bid" if record.price_cents is not None else "no_bid"
-
-
 def check_post(record: PingRecord, lead: Lead, now: float) -> None:
     """Refusals that need the ping: no bid to sell to, expired, or a lead that is not the one pinged."""
     if record.price_cents is None:
@@ -326,16 +322,13 @@ def check_post(record: PingRecord, lead: Lead, now: float) -> None:
 
 
 def check_same_lead(ping: PingFields, lead: Lead, path: str) -> None:
-    """Fields the lead repeats must be the ones the buyers bid on (zip compared as 5 digits)."""
+    """Fields the lead repeats must be the ones the buyers bid on. Both come normalized
+    (``server.ping_of``, ``server.lead_of``: 5-digit zip, upper-case state)."""
     for name in _PING_FIELDS:
         repeated = getattr(lead, name, msgspec.UNSET)
         if repeated is msgspec.UNSET or name == "attributes":
             continue
         pinged = getattr(ping, name)
-        if name == "zip":
-            repeated = repeated[:5]
-        elif name == "state" and isinstance(repeated, str):
-            repeated = repeated.upper()
         if pinged is not msgspec.UNSET and repeated != pinged:
             raise ApiError(422, "ping_mismatch", f"{path}.{name} differs from the ping",
                            [FieldError(f"{path}.{name}", "differs from the ping")])

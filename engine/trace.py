@@ -45,6 +45,11 @@ class PingRecord(Struct, kw_only=True):
     price_cents: int | None = None
     post: PostRecord | None = None
 
+    @property
+    def status(self) -> str:
+        """What the seller was told: a price means a bid."""
+        return "bid" if self.price_cents is not None else "no_bid"
+
 
 pack = msgspec.msgpack.Encoder().encode
 _unpack_record = msgspec.msgpack.Decoder(PingRecord).decode
@@ -69,7 +74,7 @@ def to_trace(record: PingRecord) -> PingTrace:
     """The seller-facing view of a record (GET /v1/pings/{ping_id})."""
     trace = PingTrace(
         ping_id=record.ping_id,
-        status="bid" if record.price_cents is not None else "no_bid",
+        status=record.status,  # type: ignore[arg-type]
         test=record.test,
         created_at=rfc3339(record.created_at),
         expires_at=rfc3339(record.expires_at),
