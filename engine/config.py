@@ -14,14 +14,12 @@ import ipaddress
 import json
 import tomllib
 import zoneinfo
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta, Struct
 
-from . import money
 from .normalize import US_STATES
 
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}(?!\n)$")]
@@ -341,10 +339,6 @@ def _check_cidr(cidr: str, where: str, errors: list[tuple[str, str]]) -> None:
 
 
 # Derived, ready-to-use values -----------------------------------------------------------
-
-
-def revenue_share(seller: Seller) -> Decimal:
-    return money.share(seller.revenue_share)
 
 
 def minutes(hhmm: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Literal, Union
 
-import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 Scalar = Union[str, int, float, bool]
