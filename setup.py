@@ -1,4 +1,4 @@
-"""Builds ``ext/_targeting.pyx`` into ``engine._targeting`` on every ``pip install``.
+"""Builds ``ext/_targeting.pyx`` into ``pingpost._targeting`` on every ``pip install``.
 
 Everything else about the package lives in pyproject.toml; this file exists because the
 Cython extension has to be declared in code. ``PINGPOST_ANNOTATE=1`` also writes
@@ -11,7 +11,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-targeting = Extension("engine._targeting", ["ext/_targeting.pyx"], extra_compile_args=["-O3"])
+targeting = Extension("pingpost._targeting", ["ext/_targeting.pyx"], extra_compile_args=["-O3"])
 annotate = os.environ.get("PINGPOST_ANNOTATE") == "1"
 
 # force: an up-to-date ext/_targeting.c would otherwise skip Cython and write no annotation.

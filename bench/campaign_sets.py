@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from engine.config import Config
-from engine.normalize import US_STATES
+from pingpost.config import Config
+from pingpost.normalize import US_STATES
 
 PING_JSON = (b'{"vertical":"auto_insurance","zip":"90210-1234","state":"ca","source_id":"web",'
              b'"sub_id":"a1","quality_score":62,"tcpa_consent":true,'

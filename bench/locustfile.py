@@ -29,7 +29,7 @@ from pathlib import Path
 from locust import FastHttpUser, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.sim.traffic import Generator, Sample  # noqa: E402
+from pingpost.sim.traffic import Generator, Sample  # noqa: E402
 
 API_KEY = os.environ.get("PINGPOST_API_KEY", "")
 BUDGET_S = float(os.environ.get("PINGPOST_BUDGET_MS", "1000")) / 1000

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import Campaign, Caps, Exchange  # noqa: E402
-from engine.store.redis import RedisStore  # noqa: E402
+from pingpost.config import Campaign, Caps, Exchange  # noqa: E402
+from pingpost.store.redis import RedisStore  # noqa: E402
 from tests.redis_support import RedisClusterServers, RedisServer  # noqa: E402
 from tests.test_store_contract import record  # noqa: E402
 

@@ -10,8 +10,8 @@ import random
 import msgspec
 import pytest
 
-from engine import targeting
-from engine.schema import PingRequest
+from pingpost import targeting
+from pingpost.schema import PingRequest
 
 from campaign_sets import NOW, PING_JSON, SELLER, make_config
 
@@ -30,7 +30,7 @@ def configs() -> dict:
 
 @pytest.fixture(autouse=True)
 def require_compiled() -> None:
-    assert targeting._compiled is not None, "engine._targeting is not built: run pip install -e ."
+    assert targeting._compiled is not None, "pingpost._targeting is not built: run pip install -e ."
 
 
 def test_ping_decode_validate(benchmark) -> None:

@@ -436,7 +436,7 @@ def run_scenario(s: Scenario, args: argparse.Namespace, layout: Layout) -> dict[
     procs: list[Proc] = []
     try:
         (workdir / "profile.toml").write_text(scenario_profile(s))
-        python = [sys.executable, "-m", "engine.cli"]
+        python = [sys.executable, "-m", "pingpost.cli"]
         buyers = Proc("buyers", [*layout.prefix("others"), *python, "buyers", "--port", "0", "--profile",
                                  str(workdir / "profile.toml"), "--seed", str(args.seed), "--log-level", "warning"],
                       workdir / "buyers.log")

@@ -13,10 +13,10 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "serve": ("engine.serve", "run the exchange"),
-    "buyers": ("engine.sim.buyers", "run simulated buyers (many campaigns on one port)"),
-    "demo": ("engine.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
-    "bench": ("engine.bench", "measure throughput and latency against simulated buyers (docs/performance.md)"),
+    "serve": ("pingpost.serve", "run the exchange"),
+    "buyers": ("pingpost.sim.buyers", "run simulated buyers (many campaigns on one port)"),
+    "demo": ("pingpost.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
+    "bench": ("pingpost.bench", "measure throughput and latency against simulated buyers (docs/performance.md)"),
 }
 
 

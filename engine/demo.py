@@ -257,7 +257,7 @@ class Child:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
                                                            os.environ.get("PYTHONPATH")]))}
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "engine.cli", command, "--log-level", "warning",
+            process = subprocess.Popen([sys.executable, "-m", "pingpost.cli", command, "--log-level", "warning",
                                         *options], stdout=out, stderr=subprocess.STDOUT, env=env)
         child = cls(command, process, log)
         deadline = time.monotonic() + STARTUP_S

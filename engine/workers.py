@@ -32,7 +32,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def worker_command(args: argparse.Namespace, port: int) -> list[str]:
-    command = [sys.executable, "-m", "engine.cli", "serve", "--config", args.config, "--host", args.host,
+    command = [sys.executable, "-m", "pingpost.cli", "serve", "--config", args.config, "--host", args.host,
                "--port", str(port), "--redis", args.redis, "--log-level", args.log_level, "--reuse-port"]
     for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--ca-file", args.ca_file)):
         if value:

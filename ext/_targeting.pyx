@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled twin of ``engine.targeting``: same answers, in microseconds.
+"""The compiled twin of ``pingpost.targeting``: same answers, in microseconds.
 
 Eligibility runs for every ping over every campaign of its vertical, so the work is
 split: at build time each filter becomes something a C loop can test in a few
@@ -347,7 +347,7 @@ cdef class Core:
         PyMem_Free(self.zone_mow)
 
     def __init__(self, index):
-        from engine import targeting
+        from pingpost import targeting
         self.index = index
         self.selection = targeting.Selection
         self.reference_rule = targeting.rule_passes
@@ -767,7 +767,7 @@ def rank(bids, min_bid_cents, seed):
             put(ranked, i, list_get(bids, entries[i].at))
         return ranked, dropped
     except (OverflowError, TypeError):
-        from engine.targeting import reference_rank
+        from pingpost.targeting import reference_rank
         return reference_rank(bids, min_bid_cents, seed)
     finally:
         PyMem_Free(entries)

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from engine.config import Config, from_dict
-from engine.server import EXCHANGE, make_app
-from engine.store.base import Store
-from engine.store.memory import MemoryStore
+from pingpost.config import Config, from_dict
+from pingpost.server import EXCHANGE, make_app
+from pingpost.store.base import Store
+from pingpost.store.memory import MemoryStore
 
 SELLER_KEY = "acme-live-key"
 SELLER_TEST_KEY = "acme-test-key"

@@ -1,7 +1,7 @@
 """Run ``pingpost serve`` as a real subprocess and talk to it.
 
 ``Served.start(config, *flags)`` writes the config to a file, starts
-``python -m engine.cli serve --config FILE --port P`` and waits for its
+``python -m pingpost.cli serve --config FILE --port P`` and waits for its
 ``listening on ...`` line; stderr is collected line by line as it comes
 (``served.stderr``), so a test can read the structured logs while it runs.
 """
@@ -33,9 +33,9 @@ def write_config(directory: Path, config: dict[str, Any], name: str = "exchange.
 
 
 async def run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    """Run ``python -m engine.cli ARGS`` to its end; (exit code, stdout, stderr)."""
+    """Run ``python -m pingpost.cli ARGS`` to its end; (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
-        PYTHON, "-m", "engine.cli", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        PYTHON, "-m", "pingpost.cli", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
@@ -57,7 +57,7 @@ class Served:
         path = write_config(directory, config)
         port = free_port()
         process = await asyncio.create_subprocess_exec(
-            PYTHON, "-m", "engine.cli", "serve", "--config", str(path), "--port", str(port), *flags,
+            PYTHON, "-m", "pingpost.cli", "serve", "--config", str(path), "--port", str(port), *flags,
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         served = cls(process, port)
         try:

@@ -23,7 +23,7 @@ RESULT_KEYS = {
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", "bench", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pingpost.cli", "bench", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
 
 

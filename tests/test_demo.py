@@ -7,11 +7,11 @@ import re
 import subprocess
 import sys
 
-from engine import demo
+from pingpost import demo
 
 
 def test_demo_sells_and_exits_cleanly() -> None:
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--pings", "200", "--seed", "3"],
+    done = subprocess.run([sys.executable, "-m", "pingpost.cli", "demo", "--pings", "200", "--seed", "3"],
                           capture_output=True, text=True, timeout=90, env={**os.environ, "COLUMNS": "120"})
     out = done.stdout + done.stderr
     assert done.returncode == 0, out

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from engine.config import load
+from pingpost.config import load
 
 
 def test_example_config_loads():
@@ -14,7 +14,7 @@ def test_every_config_error_is_listed_with_its_path(tmp_path):
     """Shape errors and the checks across sections, from every section, in one report."""
     import pytest
 
-    from engine.config import ConfigError
+    from pingpost.config import ConfigError
 
     path = tmp_path / "bad.toml"
     path.write_text('''

@@ -1,7 +1,7 @@
 """Contract 4.3, 4.4 and 7 (cents): cutting bids, min_bid, revenue share, ranking.
 
-HTTP tests drive the real exchange; property tests (hypothesis) hold ``engine.money``,
-``engine.normalize`` and ``engine.targeting.rank`` to the contract's arithmetic.
+HTTP tests drive the real exchange; property tests (hypothesis) hold ``pingpost.money``,
+``pingpost.normalize`` and ``pingpost.targeting.rank`` to the contract's arithmetic.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine import money, normalize
-from engine.targeting import Bid, rank
+from pingpost import money, normalize
+from pingpost.targeting import Bid, rank
 from tests.conftest import LEAD, accept, base_config, bid
 from tests.helpers_contract import make_config, outcomes, ping_ok, sold_ping
 
@@ -98,7 +98,7 @@ async def test_equal_bid_and_priority_share_wins(buyers, exchange):
     assert wins["a"] >= 1 and wins["b"] >= 1 and wins["a"] + wins["b"] == 40
 
 
-# engine.money ----------------------------------------------------------------------------
+# pingpost.money ----------------------------------------------------------------------------
 
 decimal_amounts = st.decimals(min_value=0, max_value=Decimal("99999.9999"), places=4, allow_nan=False,
                               allow_infinity=False)
@@ -145,7 +145,7 @@ def test_apply_share_known_values():
     assert money.apply_share(1, money.share(0.5)) == 0
 
 
-# engine.normalize ------------------------------------------------------------------------
+# pingpost.normalize ------------------------------------------------------------------------
 
 area = st.integers(min_value=2, max_value=9).map(str)
 digit = st.integers(min_value=0, max_value=9).map(str)
@@ -249,7 +249,7 @@ def test_state_list_has_states_dc_and_territories():
     assert {"DC", "PR", "GU"} <= normalize.US_STATES
 
 
-# engine.targeting.rank ------------------------------------------------------------------
+# pingpost.targeting.rank ------------------------------------------------------------------
 
 bids_strategy = st.lists(
     st.builds(Bid, campaign=st.integers(min_value=0, max_value=10**6), cents=st.integers(min_value=0, max_value=500),

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
                                  status_code_conformance)
 
-from engine.config import from_dict
-from engine.openapi import document
-from engine.schema import DirectPostRequest, PingRequest, PingResponse, PostRequest, PostResponse
-from engine.store.memory import MemoryStore
+from pingpost.config import from_dict
+from pingpost.openapi import document
+from pingpost.schema import DirectPostRequest, PingRequest, PingResponse, PostRequest, PostResponse
+from pingpost.store.memory import MemoryStore
 from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, Exchange, accept, base_config, bid
 
 AUTH = {"Authorization": f"Bearer {SELLER_KEY}"}

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.store.redis import RedisStore
-from engine.targeting import BENCHED
+from pingpost.store.redis import RedisStore
+from pingpost.targeting import BENCHED
 from tests.conftest import LEAD, SELLER_TEST_KEY, accept, base_config, bid
 from tests.helpers_contract import assert_error, make_config, offers, outcomes, ping_ok, sold_ping
 from tests.redis_support import cli, redis_cluster, redis_server  # noqa: F401  (fixtures)

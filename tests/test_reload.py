@@ -11,15 +11,15 @@ from pathlib import Path
 
 import aiohttp
 
-from engine.config import from_dict
-from engine.store.memory import MemoryStore
-from engine.targeting import CAPPED, OPEN
+from pingpost.config import from_dict
+from pingpost.store.memory import MemoryStore
+from pingpost.targeting import CAPPED, OPEN
 from tests.conftest import PING, SELLER_KEY, base_config, bid
 
 
 async def _start(config_path: Path) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "serve", "--config", str(config_path), "--port", "0",
+        sys.executable, "-m", "pingpost.cli", "serve", "--config", str(config_path), "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()

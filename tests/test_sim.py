@@ -21,8 +21,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from engine import normalize, schema
-from engine.sim import buyers, traffic
+from pingpost import normalize, schema
+from pingpost.sim import buyers, traffic
 
 Start = Callable[..., Awaitable[str]]
 
@@ -281,7 +281,7 @@ def test_summary_counts_and_percentiles() -> None:
 def test_buyers_command_serves_until_sigterm(tmp_path: Any) -> None:
     profile = tmp_path / "profile.json"
     profile.write_text('{"default": {"latency_ms": 1}, "campaigns": [{"id": "c9", "no_bid_rate": 0}]}')
-    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "buyers", "--port", "0", "--profile", str(profile),
+    process = subprocess.Popen([sys.executable, "-m", "pingpost.cli", "buyers", "--port", "0", "--profile", str(profile),
                                 "--bid-min", "3", "--bid-max", "3"], stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -300,6 +300,6 @@ def test_buyers_command_serves_until_sigterm(tmp_path: Any) -> None:
 def test_buyers_command_refuses_a_bad_profile(tmp_path: Any) -> None:
     profile = tmp_path / "profile.toml"
     profile.write_text('[default]\nreject_rate = -1\n')
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "buyers", "--profile", str(profile)],
+    done = subprocess.run([sys.executable, "-m", "pingpost.cli", "buyers", "--profile", str(profile)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "default.reject_rate" in done.stderr

@@ -13,14 +13,14 @@ from typing import Awaitable, Callable, Sequence
 
 import pytest
 
-from engine.config import Campaign, Caps, Exchange
-from engine.schema import CampaignOutcome, PingFields
-from engine.store import memory
-from engine.store.base import OpenedPost, Store, StoreUnavailable
-from engine.store.memory import MemoryStore
-from engine.store.redis import DEADLINE_S, RedisStore, redacted
-from engine.targeting import BENCHED, CAPPED, OPEN
-from engine.trace import PingRecord, PostRecord, RankedBid
+from pingpost.config import Campaign, Caps, Exchange
+from pingpost.schema import CampaignOutcome, PingFields
+from pingpost.store import memory
+from pingpost.store.base import OpenedPost, Store, StoreUnavailable
+from pingpost.store.memory import MemoryStore
+from pingpost.store.redis import DEADLINE_S, RedisStore, redacted
+from pingpost.targeting import BENCHED, CAPPED, OPEN
+from pingpost.trace import PingRecord, PostRecord, RankedBid
 from tests.redis_support import (RedisServer, cli, free_port, keys_without_ttl, redis_cluster,  # noqa: F401
                                  redis_server)
 

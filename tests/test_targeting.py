@@ -12,10 +12,10 @@ from typing import Any, Callable
 import msgspec
 import pytest
 
-from engine import targeting
-from engine.config import from_dict, zone
-from engine.schema import PingFields
-from engine.targeting import BENCHED, CAPPED, OPEN, Bid, Index
+from pingpost import targeting
+from pingpost.config import from_dict, zone
+from pingpost.schema import PingFields
+from pingpost.targeting import BENCHED, CAPPED, OPEN, Bid, Index
 
 MONDAY_NOON_UTC = datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
 
@@ -33,7 +33,7 @@ def config(*campaigns: dict[str, Any], max_buyers: int = 50):
 @pytest.fixture(params=["reference", "compiled"])
 def build(request: pytest.FixtureRequest) -> Callable[..., Index]:
     if request.param == "compiled" and not targeting.build_index(config()).compiled:
-        pytest.fail("engine._targeting is not built: run pip install -e .")
+        pytest.fail("pingpost._targeting is not built: run pip install -e .")
     return targeting.Index if request.param == "reference" else targeting.build_index
 
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine import targeting
-from engine.config import DAYS, Config
-from engine.schema import PingFields
+from pingpost import targeting
+from pingpost.config import DAYS, Config
+from pingpost.schema import PingFields
 
-pytestmark = pytest.mark.skipif(targeting._compiled is None, reason="engine._targeting is not built")
+pytestmark = pytest.mark.skipif(targeting._compiled is None, reason="pingpost._targeting is not built")
 
 STATES = ["CA", "ny", "TX", "Fl"]
 ZIPS = ["90210", "90211", "10001", "60601", "02134"]

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import trustme
 
-from engine.buyers import tls_context
+from pingpost.buyers import tls_context
 from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, accept, base_config, bid
 from tests.helpers_process import Served
 

@@ -18,10 +18,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import from_dict
-from engine.normalize import PII_KEYS
-from engine.server import make_app
-from engine.store.memory import MemoryStore
+from pingpost.config import from_dict
+from pingpost.normalize import PII_KEYS
+from pingpost.server import make_app
+from pingpost.store.memory import MemoryStore
 from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, accept, base_config, bid
 from tests.helpers_contract import assert_error, assert_error_shape, chunks, ping_ok, raw
 
