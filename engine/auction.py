@@ -21,13 +21,13 @@ from typing import Any, Awaitable, TypeVar
 import msgspec
 
 from . import money
-from .buyers import BuyerClient, PingBody, post_body, read_bid, read_post
+from .buyers import BuyerClient, PingBody, Targets, post_body, read_bid, read_post, targets_of
 from .config import Buyer, Campaign, Config, Seller
 from .errors import ApiError
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
-from .store.base import Store, StoreUnavailable
+from .store.base import Numbering, Store, StoreUnavailable
 from .targeting import Bid, Index, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
@@ -71,6 +71,32 @@ def buyer_lead(ping: PingFields, lead: Lead) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not msgspec.UNSET}
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything the engine derives from a config, built before any of it is used, so
+    that swapping a config in (``Exchange.use``) is assignments only: a config that cannot
+    be built leaves the running one whole."""
+
+    config: Config
+    index: Index
+    campaigns: dict[str, Campaign]
+    buyers: dict[str, Buyer]
+    dedupe_buyers: list[str]
+    sellers: dict[str, SellerView]
+    targets: Targets
+    numbering: Numbering
+
+
+def prepare(config: Config) -> Prepared:
+    """Build what ``config`` needs. It changes nothing, so ``server.reload`` runs it off
+    the event loop (the index is the slow part) and ``pingpost check`` runs it alone."""
+    return Prepared(
+        config=config, index=build_index(config), campaigns={c.id: c for c in config.campaigns},
+        buyers={b.id: b for b in config.buyers}, dedupe_buyers=[b.id for b in config.buyers if b.dedupe_days > 0],
+        sellers={s.id: SellerView.of(s) for s in config.sellers}, targets=targets_of(config.campaigns),
+        numbering=Numbering.of(config.campaigns, config.exchange))
+
+
 class Exchange:
     """One worker's auction engine over a config, a store and a buyer client."""
 
@@ -79,18 +105,19 @@ class Exchange:
         self.client = client
         self.metrics = metrics
         self.journal = Journal()
-        self.use(config)
+        self.use(prepare(config))
 
-    def use(self, config: Config, index: Index | None = None) -> None:
-        """Swap in a config whole, with its index built beforehand (``server.reload``
-        builds it off the event loop) or here."""
-        self.index: Index = index if index is not None else build_index(config)
-        self.config = config
-        self.campaigns: dict[str, Campaign] = {c.id: c for c in config.campaigns}
-        self.buyers: dict[str, Buyer] = {b.id: b for b in config.buyers}
-        self.dedupe_buyers = [b.id for b in config.buyers if b.dedupe_days > 0]
-        self.sellers = {s.id: SellerView.of(s) for s in config.sellers}
-        self.client.learn(config.campaigns)
+    def use(self, prepared: Prepared) -> None:
+        """Swap in a prepared config whole, the store's numbering and the buyer request heads
+        with it; there is no await here, so every request sees the old config or the new one."""
+        self.index: Index = prepared.index
+        self.config = prepared.config
+        self.campaigns: dict[str, Campaign] = prepared.campaigns
+        self.buyers: dict[str, Buyer] = prepared.buyers
+        self.dedupe_buyers = prepared.dedupe_buyers
+        self.sellers = prepared.sellers
+        self.client.learn(prepared.targets)
+        self.store.adopt(prepared.numbering)
 
     # Ping --------------------------------------------------------------------------------
 

@@ -156,6 +156,22 @@ def clean_reason(reason: str | None) -> str:
 # I/O ------------------------------------------------------------------------------------
 
 
+#: (campaign id, URL) -> the request head, and whether a call may be resent on a fresh connection.
+Targets = dict[tuple[str, str], tuple[http1.Target, bool]]
+
+
+def targets_of(campaigns: Iterable[Campaign]) -> Targets:
+    """Each campaign's request heads, built once per config."""
+    targets = {}
+    for c in campaigns:
+        headers = {**c.headers, "Content-Type": "application/json"}
+        if c.ping_url is not None:
+            targets[(c.id, c.ping_url)] = (http1.Target.of(c.ping_url, headers), True)
+        # A lead is never sent twice: no resend on a connection the buyer dropped.
+        targets[(c.id, c.post_url)] = (http1.Target.of(c.post_url, headers), False)
+    return targets
+
+
 class BuyerClient:
     """Every buyer call of one worker, over one lean keep-alive client (``http1``).
 
@@ -166,17 +182,10 @@ class BuyerClient:
 
     def __init__(self, ca_file: str | None = None) -> None:
         self._http = http1.Client(tls_context(ca_file), MAX_ANSWER)
-        self._targets: dict[tuple[str, str], tuple[http1.Target, bool]] = {}
+        self._targets: Targets = {}
 
-    def learn(self, campaigns: Iterable[Campaign]) -> None:
-        """Pre-build each campaign's request heads once per config."""
-        targets = {}
-        for c in campaigns:
-            headers = {**c.headers, "Content-Type": "application/json"}
-            if c.ping_url is not None:
-                targets[(c.id, c.ping_url)] = (http1.Target.of(c.ping_url, headers), True)
-            # A lead is never sent twice: no resend on a connection the buyer dropped.
-            targets[(c.id, c.post_url)] = (http1.Target.of(c.post_url, headers), False)
+    def learn(self, targets: Targets) -> None:
+        """Take a config's request heads (``targets_of``), built before the config is swapped in."""
         self._targets = targets
 
     async def close(self) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
@@ -31,6 +33,14 @@ Amount = Annotated[float, Meta(ge=0)]
 RuleValue = Union[str, int, float, bool, list[Union[str, int, float, bool]], None]
 
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+#: RFC 9110 token: what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Visible ASCII, space and tab: a header value never carries CR, LF or another control character.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
+#: Headers the exchange writes itself on every buyer request: a campaign's own would break the framing.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type"})
+MIN_KEY_LENGTH = 8
 
 
 class ConfigError(Exception):
@@ -60,8 +70,9 @@ class Exchange(Base, kw_only=True):
 
 class Seller(Base, kw_only=True):
     id: Id
-    api_keys: list[Annotated[str, Meta(min_length=8, max_length=256)]] = []
-    test_api_keys: list[Annotated[str, Meta(min_length=8, max_length=256)]] = []
+    # The 8-character minimum is checked with the other semantics, for a message that says so.
+    api_keys: list[Annotated[str, Meta(max_length=256)]] = []
+    test_api_keys: list[Annotated[str, Meta(max_length=256)]] = []
     allowed_ips: list[str] = []
     revenue_share: Annotated[float, Meta(ge=0, le=1)] = 1.0
     min_bid: Amount = 0.0
@@ -162,6 +173,12 @@ def from_dict(raw: Any) -> Config:
     return msgspec.convert(raw, Config)
 
 
+def report(path: str | Path, error: ConfigError) -> str:
+    """What the command line prints for a refused file: every error on a line of its own."""
+    return "\n".join([f"pingpost: {path} is not a valid config:", *(f"  {where}: {reason}"
+                                                                    for where, reason in error.errors)])
+
+
 def _collect(value: Any, typ: Any, path: str, errors: list[tuple[str, str]]) -> None:
     """Convert ``value`` to ``typ``; on failure descend into Structs and lists of Structs
     so that every bad field is reported, not only the first."""
@@ -208,6 +225,12 @@ def _list_item_struct(typ: Any) -> type[Struct] | None:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _member(path: str, key: str) -> str:
+    """``path.key``, or ``path['key']`` for a key that is not a plain token (a header name
+    with a line break must not break the error's line)."""
+    return _join(path, key) if _TOKEN.match(key) else f"{path}[{key!r}]"
 
 
 def _salvage(value: Any, typ: Any) -> Any:
@@ -259,6 +282,8 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
         for field, keys in (("api_keys", live), ("test_api_keys", test)):
             for j, key in enumerate(keys):
                 where = f"sellers[{i}].{field}[{j}]"
+                if len(key) < MIN_KEY_LENGTH:
+                    errors.append((where, f"an API key must be at least {MIN_KEY_LENGTH} characters"))
                 if key in seen_keys:
                     errors.append((where, f"key already used at {seen_keys[key]}"))
                 seen_keys[key] = where
@@ -277,6 +302,10 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
         price = c.get("fixed_price", 0)
         if "ping_url" not in c and isinstance(price, (int, float)) and price <= 0:
             errors.append((f"{where}.fixed_price", "a campaign without ping_url needs a fixed_price above 0"))
+        for name in ("ping_url", "post_url"):
+            _check_url(c.get(name), f"{where}.{name}", errors)
+        if isinstance(c.get("headers"), dict):
+            _check_headers(c["headers"], f"{where}.headers", errors)
         try:
             f = _salvage(c.get("filters", {}), Filters)
         except msgspec.ValidationError:
@@ -329,6 +358,43 @@ def _check_timezone(name: str, where: str, errors: list[tuple[str, str]]) -> Non
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         errors.append((where, f"unknown time zone {name!r}"))
+
+
+def _check_url(url: Any, where: str, errors: list[tuple[str, str]]) -> None:
+    """What the URL pattern cannot say, so that every buyer request can be built from it."""
+    try:
+        msgspec.convert(url, Url)
+    except msgspec.ValidationError:
+        return  # missing or misshapen: reported with the shapes
+    if not url.isascii() or not url.isprintable():
+        errors.append((where, "a URL must be printable ASCII (percent-encode a path, punycode a host name)"))
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        errors.append((where, "not a valid URL (an IPv6 host goes in [ ])"))
+        return
+    try:
+        port = parts.port
+    except ValueError:  # out of range or not a number
+        port = 0
+    if port == 0:
+        errors.append((where, "the port must be a number from 1 to 65535"))
+    if not parts.hostname:
+        errors.append((where, "the URL names no host"))
+
+
+def _check_headers(headers: dict[str, Any], where: str, errors: list[tuple[str, str]]) -> None:
+    """Header names are tokens and values plain text: either is written into every buyer
+    request as it is, so a line break would add headers (or a request) of its own."""
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            errors.append((where, f"not a valid header name: {name!r}"))
+        elif name.lower() in _OWN_HEADERS:
+            errors.append((_member(where, name), "the exchange sets this header itself"))
+        elif isinstance(value, str) and not _HEADER_VALUE.match(value):
+            errors.append((_member(where, name), "a header value may hold only visible ASCII, spaces and tabs "
+                                                 "(no CR, LF or other control characters)"))
 
 
 def _check_cidr(cidr: str, where: str, errors: list[tuple[str, str]]) -> None:

@@ -19,7 +19,7 @@ import uvloop
 from aiohttp import web
 
 from . import logs
-from .config import Config, ConfigError, Exchange, load
+from .config import Config, ConfigError, Exchange, load, report
 from .server import drain, make_app, reload
 from .store.base import Store, StoreUnavailable
 from .store.memory import MemoryStore
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
     except ConfigError as exc:
-        print(f"pingpost: {args.config} is not a valid config:", file=sys.stderr)
-        for path, reason in exc.errors:
-            print(f"  {path}: {reason}", file=sys.stderr)
+        print(report(args.config, exc), file=sys.stderr)
         return 2
     if args.workers < 1:
         print("pingpost: --workers must be at least 1", file=sys.stderr)
@@ -105,7 +103,6 @@ async def reload_from(app: web.Application, path: str) -> None:
             f"{where}: {reason}" for where, reason in exc.errors]}})
         return
     await reload(app, config)
-    log.info("reloaded", extra={"event": {"event": "reload", "status": "ok", "campaigns": len(config.campaigns)}})
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
@@ -138,10 +135,6 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         print(f"pingpost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         await runner.cleanup()
         return 1
-    scheme = "https" if tls else "http"
-    port = runner.addresses[0][1]
-    settle_garbage_collector()
-    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
@@ -149,7 +142,12 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    # Before the announcement too: a SIGHUP's default action would end the process.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    scheme = "https" if tls else "http"
+    port = runner.addresses[0][1]
+    settle_garbage_collector()
+    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)
     await runner.cleanup()

@@ -8,6 +8,7 @@ normalize, and hand typed values to ``auction.Exchange``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
@@ -16,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from . import money, normalize
-from .auction import Exchange, SellerView, check_same_lead
+from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config
 from .errors import ApiError, invalid
@@ -25,7 +26,6 @@ from .openapi import document
 from .schema import (AttrValue, DirectPostRequest, FieldError, Health, Lead, PingFields, PingRequest, PingResponse,
                      PostRequest, PostResponse)
 from .store.base import Store, StoreUnavailable
-from .targeting import build_index
 from .trace import PingRecord, PostRecord, rfc3339, to_trace
 
 log = logging.getLogger("pingpost.server")
@@ -187,19 +187,27 @@ def post_answer(ping_id: str, result: PostRecord) -> PostResponse:
 # The app -------------------------------------------------------------------------------------
 
 
-class Gate:
-    """Who may call: keys to sellers, allowed addresses, trusted proxies; built once per config."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    def __init__(self, exchange: Exchange) -> None:
-        config = exchange.config
+
+def _networks(cidrs: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+class Gate:
+    """Who may call: keys to sellers, allowed addresses, trusted proxies; built once per
+    config, before it is swapped in (``reload``)."""
+
+    def __init__(self, config: Config, sellers: dict[str, SellerView]) -> None:
         self.keys: dict[str, tuple[SellerView, bool]] = {}
-        self.allowed: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+        self.allowed: dict[str, list[Network]] = {}
         for seller in config.sellers:
-            view = exchange.sellers[seller.id]
+            view = sellers[seller.id]
             self.keys.update({k: (view, False) for k in seller.api_keys})
             self.keys.update({k: (view, True) for k in seller.test_api_keys})
-            self.allowed[seller.id] = [ipaddress.ip_network(c, strict=False) for c in seller.allowed_ips]
-        self.proxies = [ipaddress.ip_network(c, strict=False) for c in config.exchange.trusted_proxies]
+            self.allowed[seller.id] = _networks(seller.allowed_ips)
+        self.proxies = _networks(config.exchange.trusted_proxies)
 
     def seller(self, request: web.Request) -> tuple[SellerView, bool]:
         key = request.headers.get("X-API-Key")
@@ -218,10 +226,10 @@ class Gate:
                 raise ApiError(403, "forbidden", "this address may not use this key")
         return found
 
-    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def _trusted(self, address: Address) -> bool:
         return any(address in net for net in self.proxies)
 
-    def client_address(self, request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    def client_address(self, request: web.Request) -> Address | None:
         """The peer, or behind trusted proxies the right-most forwarded address not itself a proxy."""
         peer = request.transport.get_extra_info("peername") if request.transport else None
         try:
@@ -278,15 +286,16 @@ class Routes:
         self.exchange = exchange
         self.draining = False
         self.inflight = 0
-        self.learn()
+        self.reloading = asyncio.Lock()
+        self.learn(Gate(exchange.config, exchange.sellers))
         self.openapi = _encode(document())
         self.ping_decoder = msgspec.json.Decoder(PingRequest)
         self.post_decoder = msgspec.json.Decoder(PostRequest)
         self.direct_decoder = msgspec.json.Decoder(DirectPostRequest)
 
-    def learn(self) -> None:
-        """Take the access rules of the exchange's current config."""
-        self.gate = Gate(self.exchange)
+    def learn(self, gate: Gate) -> None:
+        """Take the access rules of the exchange's current config, built beforehand."""
+        self.gate = gate
         self.max_inflight = self.exchange.config.exchange.max_inflight
 
     async def _body(self, request: web.Request) -> bytes:
@@ -393,13 +402,28 @@ def drain(app: web.Application) -> None:
     app[ROUTES].draining = True
 
 
-async def reload(app: web.Application, config: Config) -> None:
-    """Swap in a new config whole. The index (the slow part) is built off the event loop;
-    then the exchange, the access rules and the store's numbering change together, with
-    no await between them, so every request sees either the old config or the new one."""
-    exchange = app[EXCHANGE]
-    index = await asyncio.get_running_loop().run_in_executor(None, build_index, config)
-    exchange.use(config, index)
-    exchange.store.learn(config.campaigns, config.exchange)
-    app[ROUTES].learn()
-    await exchange.store.refresh()
+async def reload(app: web.Application, config: Config) -> bool:
+    """Swap in a new config whole, or keep the running one whole; logs which, and says
+    whether the new one runs.
+
+    Everything the config needs is built first: the index, the buyer request heads and the
+    store's numbering (``prepare``, off the event loop: the index is the slow part), then
+    the access rules. A build that fails changes nothing. Only then do the exchange, the
+    store and the access rules change, with no await between them, so every request sees
+    either the old config or the new one. Reloads run one at a time in the order they were
+    asked for, so a slow build of an older file never replaces a newer one."""
+    exchange, routes = app[EXCHANGE], app[ROUTES]
+    async with routes.reloading:
+        try:
+            prepared = await asyncio.get_running_loop().run_in_executor(None, prepare, config)
+            gate = Gate(config, prepared.sellers)
+        except Exception as exc:
+            log.error("reload failed", extra={"event": {"event": "reload", "status": "failed",
+                                                        "error": f"{type(exc).__name__}: {exc}"}})
+            return False
+        exchange.use(prepared)
+        routes.learn(gate)
+        log.info("reloaded", extra={"event": {"event": "reload", "status": "ok", "campaigns": len(config.campaigns)}})
+        with contextlib.suppress(StoreUnavailable):  # the store's refresher tries again shortly
+            await exchange.store.refresh()
+    return True

@@ -62,6 +62,27 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Numbering:
+    """A config's campaigns numbered as the targeting index numbers them, with what the
+    store derives from them: made before the config is swapped in, so a reload that fails
+    leaves the store's numbering as it was."""
+
+    campaign_ids: list[str]
+    numbers: dict[str, int]
+    limits: list[Limits]
+    capped: list[int]
+    exchange: Exchange
+    tz: datetime.tzinfo
+
+    @classmethod
+    def of(cls, campaigns: Sequence[Campaign], exchange: Exchange) -> "Numbering":
+        ids = [c.id for c in campaigns]
+        limits = [Limits.of(c) for c in campaigns]
+        return cls(ids, {cid: i for i, cid in enumerate(ids)}, limits,
+                   [i for i, each in enumerate(limits) if each.any_cap], exchange, zone(exchange.timezone))
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """One lead counted against a campaign's caps until it is committed or released;
     ``token`` tells a shared store's reservations apart."""
@@ -108,21 +129,25 @@ class Store(ABC):
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
-        """Number the campaigns as the targeting index does. A campaign that stays keeps its
-        block and last bid, so swapping in a new config reopens no capped campaign (one
-        whose caps were removed is open). ``capped`` lists the campaigns with a cap: only
-        their counts can block them, so only they need rereading on each refresh."""
+        """Number the campaigns and take the numbering at once (see ``adopt``)."""
+        self.adopt(Numbering.of(campaigns, exchange))
+
+    def adopt(self, numbering: Numbering) -> None:
+        """Take a config's numbering. A campaign that stays keeps its block and last bid, so
+        swapping in a new config reopens no capped campaign (one whose caps were removed is
+        open). ``capped`` lists the campaigns with a cap: only their counts can block them,
+        so only they need rereading on each refresh."""
         known = {cid: (self.blocks[i], self.last_bids[i]) for i, cid in enumerate(self.campaign_ids)}
-        carried = [known.get(c.id, (OPEN, 0)) for c in campaigns]
-        self.campaign_ids = [c.id for c in campaigns]
-        self._numbers = {cid: i for i, cid in enumerate(self.campaign_ids)}
-        self.limits = [Limits.of(c) for c in campaigns]
-        self.capped = [i for i, limits in enumerate(self.limits) if limits.any_cap]
+        carried = [known.get(cid, (OPEN, 0)) for cid in numbering.campaign_ids]
+        self.campaign_ids = numbering.campaign_ids
+        self._numbers = numbering.numbers
+        self.limits = numbering.limits
+        self.capped = numbering.capped
         self.blocks = bytearray(OPEN if block == CAPPED and not limits.any_cap else block
                                 for (block, _), limits in zip(carried, self.limits))
         self.last_bids = [bid for _, bid in carried]
-        self.exchange = exchange
-        self._tz = zone(exchange.timezone)
+        self.exchange = numbering.exchange
+        self._tz = numbering.tz
 
     async def _refresh_forever(self) -> None:
         """Keep the view within ``REFRESH_S`` of the truth; a failed refresh is retried next tick."""
