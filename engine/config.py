@@ -34,6 +34,10 @@ RuleValue = Union[str, int, float, bool, list[Union[str, int, float, bool]], Non
 
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+#: Who may read ``GET /metrics`` unless the file says otherwise: loopback and the private ranges.
+PRIVATE_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                     "fc00::/7")
+
 #: RFC 9110 token: what a header name may be.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Visible ASCII, space and tab: a header value never carries CR, LF or another control character.
@@ -66,6 +70,7 @@ class Exchange(Base, kw_only=True):
     bench_window_s: Annotated[int, Meta(ge=1)] = 60
     bench_duration_s: Annotated[int, Meta(ge=1)] = 30
     trusted_proxies: list[str] = []
+    metrics_allowed_ips: list[str] = msgspec.field(default_factory=lambda: list(PRIVATE_NETWORKS))
 
 
 class Seller(Base, kw_only=True):
@@ -269,8 +274,9 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
     if isinstance(exchange, dict):
         if isinstance(exchange.get("timezone"), str):
             _check_timezone(exchange["timezone"], "exchange.timezone", errors)
-        for j, cidr in enumerate(_strings(exchange.get("trusted_proxies"))):
-            _check_cidr(cidr, f"exchange.trusted_proxies[{j}]", errors)
+        for name in ("trusted_proxies", "metrics_allowed_ips"):
+            for j, cidr in enumerate(_strings(exchange.get(name))):
+                _check_cidr(cidr, f"exchange.{name}[{j}]", errors)
 
     seen_keys: dict[str, str] = {}
     sellers = _entries(raw, "sellers")

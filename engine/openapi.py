@@ -25,10 +25,13 @@ def document() -> dict[str, Any]:
     def ref(struct: type) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{struct.__name__}"}
 
+    def error(code: str) -> dict[str, Any]:
+        return {"description": _ERRORS[code], "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+
     def answers(ok: type, codes: tuple[str, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ref(ok)}}}}
         for code in codes:
-            out[code] = {"description": _ERRORS[code], "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+            out[code] = error(code)
         return out
 
     def post_op(summary: str, body: type, ok: type, codes: tuple[str, ...]) -> dict[str, Any]:
@@ -54,9 +57,11 @@ def document() -> dict[str, Any]:
                 "responses": answers(PingTrace, ("401", "403", "404", "503"))}},
             "/healthz": {"get": {"summary": "Ready to take requests",
                                  "responses": answers(Health, ("503",))}},
-            "/metrics": {"get": {"summary": "Prometheus metrics of this worker", "responses": {"200": {
-                "description": "Prometheus text exposition format",
-                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this worker, for metrics_allowed_ips only",
+                                 "responses": {"200": {
+                                     "description": "Prometheus text exposition format",
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                     "403": error("403")}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
                 "description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         },

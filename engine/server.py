@@ -196,8 +196,8 @@ def _networks(cidrs: list[str]) -> list[Network]:
 
 
 class Gate:
-    """Who may call: keys to sellers, allowed addresses, trusted proxies; built once per
-    config, before it is swapped in (``reload``)."""
+    """Who may call: keys to sellers, allowed addresses, trusted proxies, metrics readers;
+    built once per config, before it is swapped in (``reload``)."""
 
     def __init__(self, config: Config, sellers: dict[str, SellerView]) -> None:
         self.keys: dict[str, tuple[SellerView, bool]] = {}
@@ -208,6 +208,7 @@ class Gate:
             self.keys.update({k: (view, True) for k in seller.test_api_keys})
             self.allowed[seller.id] = _networks(seller.allowed_ips)
         self.proxies = _networks(config.exchange.trusted_proxies)
+        self.metrics_readers = _networks(config.exchange.metrics_allowed_ips)
 
     def seller(self, request: web.Request) -> tuple[SellerView, bool]:
         key = request.headers.get("X-API-Key")
@@ -225,6 +226,13 @@ class Gate:
             if client is None or not any(client in net for net in allowed):
                 raise ApiError(403, "forbidden", "this address may not use this key")
         return found
+
+    def metrics_reader(self, request: web.Request) -> None:
+        """The metrics name every campaign with its bids and sales: only ``metrics_allowed_ips``
+        read them, the client found as for a seller's ``allowed_ips``."""
+        client = self.client_address(request)
+        if client is None or not any(client in net for net in self.metrics_readers):
+            raise ApiError(403, "forbidden", "this address may not read the metrics")
 
     def _trusted(self, address: Address) -> bool:
         return any(address in net for net in self.proxies)
@@ -359,6 +367,7 @@ class Routes:
         return json_response(Health("ok"))
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.gate.metrics_reader(request)
         return web.Response(body=self.exchange.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi_json(self, request: web.Request) -> web.Response:

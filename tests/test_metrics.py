@@ -1,13 +1,17 @@
-"""GET /metrics is Prometheus text whose numbers follow what the exchange did; GET /healthz."""
+"""GET /metrics is Prometheus text whose numbers follow what the exchange did, served only to
+``metrics_allowed_ips`` (by default loopback and the private ranges, which include the test
+client's 127.0.0.1); GET /healthz."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LEAD, PING, SELLER_KEY, Reply, accept, base_config, bid, reject
+from tests.helpers_contract import assert_error
 
 
 async def scrape(ex: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -93,3 +97,47 @@ async def test_metrics_and_healthz_need_no_key(buyers, exchange):
     assert status == 200 and body == {"status": "ok"}
     status, text = await ex.call("GET", "/metrics", key=SELLER_KEY)
     assert status == 200 and "# TYPE pingpost_auction_seconds histogram" in text
+
+
+async def test_metrics_are_refused_to_an_address_outside_metrics_allowed_ips(buyers, exchange):
+    """They name every campaign with its bids and sales; the test client is 127.0.0.1."""
+    buyers.script("c1", ping=bid(1.0))
+    ex = await exchange(base_config(buyers, {"id": "c1"}, metrics_allowed_ips=["10.0.0.0/8", "fc00::/7"]))
+    assert (await ex.ping(PING))[0] == 200
+    status, body = await ex.call("GET", "/metrics", key=None)
+    assert_error(status, body, "forbidden")
+    assert "c1" not in str(body)
+    assert (await ex.call("GET", "/metrics", key=SELLER_KEY))[0] == 403  # a seller's key opens nothing here
+    assert (await ex.call("GET", "/healthz", key=None))[0] == 200
+
+
+async def test_no_metrics_reader_at_all(buyers, exchange):
+    ex = await exchange(base_config(buyers, {"id": "c1"}, metrics_allowed_ips=[]))
+    assert_error(*(await ex.call("GET", "/metrics", key=None)), "forbidden")
+
+
+@pytest.mark.parametrize("forwarded,allowed,status", [
+    (None, ["10.0.0.0/8"], 403),  # the proxy itself is not a reader here
+    ("10.1.2.3", ["10.0.0.0/8"], 200),
+    ("203.0.113.7", ["10.0.0.0/8"], 403),
+    ("203.0.113.7", None, 403),  # behind a proxy on a private address, the default lets only private clients in
+    ("10.1.2.3, 127.0.0.1", ["10.0.0.0/8"], 200),  # trusted hops are skipped, right to left
+    ("not-an-address", None, 403),
+])
+async def test_behind_trusted_proxies_the_forwarded_client_is_the_reader(buyers, exchange, forwarded, allowed, status):
+    """The same client-address rule as a seller's allowed_ips: X-Forwarded-For only from trusted_proxies."""
+    settings: dict[str, Any] = {"trusted_proxies": ["127.0.0.1/32"]}
+    if allowed is not None:
+        settings["metrics_allowed_ips"] = allowed
+    ex = await exchange(base_config(buyers, {"id": "c1"}, **settings))
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    answered, body = await ex.call("GET", "/metrics", key=None, headers=headers)
+    assert answered == status, body
+    if status == 403:
+        assert_error(answered, body, "forbidden")
+
+
+async def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed(buyers, exchange):
+    ex = await exchange(base_config(buyers, {"id": "c1"}, metrics_allowed_ips=["10.0.0.0/8"]))
+    status, _ = await ex.call("GET", "/metrics", key=None, headers={"X-Forwarded-For": "10.1.2.3"})
+    assert status == 403
