@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import re
 import tomllib
 import zoneinfo
@@ -38,6 +39,14 @@ DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PRIVATE_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                      "fc00::/7")
 
+#: Where a value may be written ``env:NAME`` (read from the environment at load), so that
+#: secrets need not be in the file. ``[]`` is every item of a list, ``*`` every value of a table.
+SECRET_PATHS: tuple[tuple[str, ...], ...] = (
+    ("sellers", "[]", "api_keys", "[]"),
+    ("sellers", "[]", "test_api_keys", "[]"),
+    ("campaigns", "[]", "headers", "*"),
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: RFC 9110 token: what a header name may be.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Visible ASCII, space and tab: a header value never carries CR, LF or another control character.
@@ -168,11 +177,18 @@ def load(path: str | Path) -> Config:
 
 
 def from_dict(raw: Any) -> Config:
-    """Check a decoded document and build the ``Config``; raises with every error found."""
+    """Check a decoded document and build the ``Config``; raises with every error found.
+    ``env:NAME`` secrets are read first, so every check sees the values the engine will use."""
     errors: list[tuple[str, str]] = []
+    unread: list[tuple[str, str]] = []
+    raw = _read_secrets(raw, unread)
     _collect(raw, Config, "", errors)
     if isinstance(raw, dict):
         _check_semantics(raw, errors)
+    if unread:
+        # A secret that could not be read fails the other checks at its path too: say why once.
+        bad = {path for path, _ in unread}
+        errors = unread + [error for error in errors if error[0] not in bad]
     if errors:
         raise ConfigError(errors)
     return msgspec.convert(raw, Config)
@@ -182,6 +198,41 @@ def report(path: str | Path, error: ConfigError) -> str:
     """What the command line prints for a refused file: every error on a line of its own."""
     return "\n".join([f"pingpost: {path} is not a valid config:", *(f"  {where}: {reason}"
                                                                     for where, reason in error.errors)])
+
+
+def _read_secrets(raw: Any, errors: list[tuple[str, str]]) -> Any:
+    """``raw`` with every ``env:NAME`` at a ``SECRET_PATHS`` place replaced by the variable's
+    value. Only the containers on the way are copied: the caller's document is not changed."""
+    for steps in SECRET_PATHS:
+        raw = _read_below(raw, steps, "", errors)
+    return raw
+
+
+def _read_below(node: Any, steps: tuple[str, ...], path: str, errors: list[tuple[str, str]]) -> Any:
+    if not steps:
+        return _from_env(node, path, errors) if isinstance(node, str) and node.startswith("env:") else node
+    step, rest = steps[0], steps[1:]
+    if step == "[]":
+        return [_read_below(x, rest, f"{path}[{i}]", errors) for i, x in enumerate(node)] if isinstance(node, list) \
+            else node
+    keys = (list(node) if step == "*" else [step] if step in node else []) if isinstance(node, dict) else []
+    if not keys:
+        return node
+    return {**node, **{key: _read_below(node[key], rest, _member(path, key), errors) for key in keys}}
+
+
+def _from_env(reference: str, path: str, errors: list[tuple[str, str]]) -> str:
+    """The variable's value; an error names the variable, never a value."""
+    name = reference.removeprefix("env:")
+    if not _ENV_NAME.match(name):
+        problem = f"env: needs an environment variable name (letters, digits, _), not {name!r}"
+    else:
+        value = os.environ.get(name)
+        if value:
+            return value
+        problem = f"environment variable {name} is {'not set' if value is None else 'empty'}"
+    errors.append((path, problem))
+    return reference
 
 
 def _collect(value: Any, typ: Any, path: str, errors: list[tuple[str, str]]) -> None:
