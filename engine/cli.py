@@ -1,4 +1,4 @@
-"""The ``pingpost`` command: ``serve``, ``buyers``, ``demo``.
+"""The ``pingpost`` command: ``serve``, ``check``, ``buyers``, ``demo``, ``bench``.
 
 Each subcommand lives in its own module, which contributes ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only wires them together, importing just the module of
@@ -14,6 +14,7 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "serve": ("pingpost.serve", "run the exchange"),
+    "check": ("pingpost.check", "check a config file and print every error, without starting anything"),
     "buyers": ("pingpost.sim.buyers", "run simulated buyers (many campaigns on one port)"),
     "demo": ("pingpost.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
     "bench": ("pingpost.bench", "measure throughput and latency against simulated buyers (docs/performance.md)"),
