@@ -1,7 +1,7 @@
 """Simulated buyers: many campaigns' ping and post endpoints on one port.
 
 URL form: ``POST /<campaign_id>/ping``, ``POST /<campaign_id>/post``, ``GET /stats``.
-Each campaign answers per the buyer protocol (CONTRACT.md section 3) with the latency,
+Each campaign answers per the buyer protocol (docs/buyer-protocol.md) with the latency,
 bids, no-bids, timeouts, errors and rejects of its profile (docs/simulator.md).
 
 A load test must measure the exchange, not this simulator, so it is a bare asyncio
@@ -392,7 +392,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(host: str, port: int, sim: Simulator) -> int:
-    server = await sim.serve(host, port)
+    try:
+        server = await sim.serve(host, port)
+    except OSError as exc:  # one line, as ``serve`` says it: a busy port is not a crash
+        print(f"pingpost buyers: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"buyers listening on http://{shown}:{bound_port}", flush=True)
