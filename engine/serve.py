@@ -68,13 +68,25 @@ def run(args: argparse.Namespace) -> int:
     except StoreUnavailable as exc:
         print(f"pingpost: cannot reach the store: {exc}", file=sys.stderr)
         return 1
+    except IncompleteInstall as exc:
+        print(f"pingpost: {exc}", file=sys.stderr)
+        return 1
+
+
+class IncompleteInstall(Exception):
+    """A file of the package itself is missing: the install is broken, not the
+    operator's input, so the message says so rather than blame an option."""
 
 
 def make_store(redis_url: str | None) -> Store:
     if redis_url is None:
         return MemoryStore()
-    from .store.redis import RedisStore
-
+    try:
+        from .store.redis import RedisStore  # reads its Lua scripts as it loads
+    except OSError as exc:
+        raise IncompleteInstall(
+            f"cannot load the Redis store: {exc.strerror or exc}: {exc.filename} "
+            "(the installed package lacks its Lua scripts; reinstall pingpost)") from None
     return RedisStore(redis_url)
 
 
@@ -120,8 +132,9 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"pingpost: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
             return 2
-    try:
-        app = make_app(config, make_store(args.redis), ca_file=args.ca_file)
+    store = make_store(args.redis)
+    try:  # the only file the app reads is the --ca-file
+        app = make_app(config, store, ca_file=args.ca_file)
     except (OSError, ssl.SSLError) as exc:
         print(f"pingpost: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return 2
