@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 #: The lead's personal fields: refused as keys of a ping or its attributes whatever their value.
 PII_KEYS = frozenset({"first_name", "last_name", "email", "phone", "address", "ip_address", "dob"})
@@ -111,6 +111,35 @@ def personal_key(key: str) -> bool:
     if not DESCRIBING_WORDS.isdisjoint(words):
         return False
     return not PII_WORDS.isdisjoint(words) or not PII_WORDS.isdisjoint(map(str.__add__, words, words[1:]))
+
+
+def no_personal_text(values: Iterable[Any]) -> bool:
+    """No string among ``values`` (or in a list among them) holds personal text. The hot path's
+    check: a loop without a call for the strings that are ASCII identifiers."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if not (value.isascii() and value.isidentifier()) and personal_text(value):
+                return False
+        elif kind is list:
+            for item in value:
+                if type(item) is str and not (item.isascii() and item.isidentifier()) and personal_text(item):
+                    return False
+    return True
+
+
+_KEY_SETS: dict[tuple[str, ...], bool] = {}
+
+
+def no_personal_key(keys: tuple[str, ...]) -> bool:
+    """No personal key among ``keys``; cached per set of keys, as a seller sends the same
+    attribute keys ping after ping (the hot path's check of the keys)."""
+    clean = _KEY_SETS.get(keys)
+    if clean is None:
+        if len(_KEY_SETS) >= 4096:
+            _KEY_SETS.clear()
+        clean = _KEY_SETS[keys] = not any(map(personal_key, keys))
+    return clean
 
 
 def personal_attributes(attributes: Mapping[str, Any]) -> list[str]:
