@@ -22,8 +22,8 @@ import msgspec
 
 from . import money
 from .buyers import BuyerClient, PingBody, Targets, post_body, read_bid, read_post, targets_of
-from .config import Buyer, Campaign, Config, Seller
-from .errors import ApiError
+from .config import Buyer, Campaign, Config, Seller, Vertical
+from .errors import ApiError, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
@@ -83,6 +83,7 @@ class Prepared:
     buyers: dict[str, Buyer]
     dedupe_buyers: list[str]
     sellers: dict[str, SellerView]
+    verticals: dict[str, Vertical]
     targets: Targets
     numbering: Numbering
 
@@ -93,7 +94,8 @@ def prepare(config: Config) -> Prepared:
     return Prepared(
         config=config, index=build_index(config), campaigns={c.id: c for c in config.campaigns},
         buyers={b.id: b for b in config.buyers}, dedupe_buyers=[b.id for b in config.buyers if b.dedupe_days > 0],
-        sellers={s.id: SellerView.of(s) for s in config.sellers}, targets=targets_of(config.campaigns),
+        sellers={s.id: SellerView.of(s) for s in config.sellers}, verticals={v.id: v for v in config.verticals},
+        targets=targets_of(config.campaigns),
         numbering=Numbering.of(config.campaigns, config.exchange))
 
 
@@ -116,6 +118,7 @@ class Exchange:
         self.buyers: dict[str, Buyer] = prepared.buyers
         self.dedupe_buyers = prepared.dedupe_buyers
         self.sellers = prepared.sellers
+        self.verticals = prepared.verticals
         self.client.learn(prepared.targets)
         self.store.adopt(prepared.numbering)
 
@@ -222,7 +225,7 @@ class Exchange:
         if not opened.acquired:
             raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
         try:
-            check_post(record, lead, time.time())
+            check_post(record, lead, time.time(), self.verticals.get(record.ping.vertical))
         except ApiError:
             await self.store.unlock_post(ping_id)
             raise
@@ -339,13 +342,18 @@ async def within(deadline: float, work: Awaitable[T]) -> T:
         raise StoreUnavailable("the store did not answer within the deadline") from None
 
 
-def check_post(record: PingRecord, lead: Lead, now: float) -> None:
-    """Refusals that need the ping: no bid to sell to, expired, or a lead that is not the one pinged."""
+def check_post(record: PingRecord, lead: Lead, now: float, declared: Vertical | None) -> None:
+    """Refusals that need the ping: no bid to sell to, expired, a lead that is not the one pinged,
+    or attributes the ping's vertical (``declared``, if it declares them) does not take."""
     if record.price_cents is None:
         raise ApiError(409, "no_bid", "this ping got no bid and cannot be posted")
     if now >= record.expires_at:
         raise ApiError(410, "ping_expired", "the ping expired; send a new ping")
     check_same_lead(record.ping, lead, "lead")
+    if declared is not None and isinstance(lead.attributes, dict):
+        problems = declared.problems(lead.attributes, "lead.attributes")
+        if problems:
+            raise refused(problems)
 
 
 def check_same_lead(ping: PingFields, lead: Lead, path: str) -> None:

@@ -17,13 +17,14 @@ import re
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
 
-from .normalize import US_STATES
+from .normalize import US_STATES, personal_key
+from .schema import FieldError
 
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}(?!\n)$")]
 Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?(?!\n)$", max_length=2048)]
@@ -147,11 +148,48 @@ class Campaign(Base, kw_only=True):
     caps: Caps = msgspec.field(default_factory=Caps)
 
 
+def _all(item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: type(value) is list and all(map(item, value))
+
+
+_SCALAR_TYPES: dict[str, tuple[Callable[[Any], bool], str, str]] = {  # name: accepts, one, many
+    "string": (lambda v: type(v) is str, "a string", "strings"),
+    "int": (lambda v: type(v) is int, "a whole number", "whole numbers"),
+    "number": (lambda v: type(v) is int or type(v) is float, "a number", "numbers"),
+    "bool": (lambda v: type(v) is bool, "true or false", "booleans"),
+}
+#: A declared attribute's type name -> (what it accepts, its wording in a validation error).
+ATTRIBUTE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{name: (accepts, one) for name, (accepts, one, _) in _SCALAR_TYPES.items()},
+    **{f"list[{name}]": (_all(accepts), f"a list of {many}") for name, (accepts, _, many) in _SCALAR_TYPES.items()},
+}
+
+
+class Vertical(Base, kw_only=True):
+    """A vertical whose pings may carry only the attributes it declares, each of its type."""
+
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(?!\n)$")]
+    # Type names are checked by ``_check_verticals``, which names the attribute in its error.
+    attributes: dict[Annotated[str, Meta(min_length=1, max_length=64)], Any] = {}
+
+    def problems(self, attributes: dict[str, Any], path: str) -> list[FieldError]:
+        """Every attribute (under ``path``) this vertical does not declare, or of another type."""
+        found: list[FieldError] = []
+        for key, value in attributes.items():
+            declared = self.attributes.get(key)
+            if declared is None:
+                found.append(FieldError(f"{path}.{key}", f"is not an attribute of vertical {self.id}"))
+            elif not ATTRIBUTE_TYPES[declared][0](value):
+                found.append(FieldError(f"{path}.{key}", f"must be {ATTRIBUTE_TYPES[declared][1]}"))
+        return found
+
+
 class Config(Base, kw_only=True):
     exchange: Exchange = msgspec.field(default_factory=Exchange)
     sellers: list[Seller] = []
     buyers: list[Buyer] = []
     campaigns: list[Campaign] = []
+    verticals: list[Vertical] = []
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -185,6 +223,7 @@ def from_dict(raw: Any) -> Config:
     _collect(raw, Config, "", errors)
     if isinstance(raw, dict):
         _check_semantics(raw, errors)
+        _check_verticals(raw, errors)
     if unread:
         # A secret that could not be read fails the other checks at its path too: say why once.
         bad = {path for path, _ in unread}
@@ -379,6 +418,37 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
             problem = rule_problem(rule)
             if problem:
                 errors.append((f"{where}.filters.rules[{j}].value", problem))
+
+
+def _check_verticals(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None:
+    """Type names, attribute names a ping may carry, and campaign rules on undeclared attributes
+    (a rule on an attribute no ping can carry could never pass)."""
+    verticals = _entries(raw, "verticals")
+    _check_unique([(i, e.get("id")) for i, e in verticals], "verticals", errors)
+    declared: dict[str, dict[str, Any]] = {}
+    for i, vertical in verticals:
+        attributes = vertical.get("attributes")
+        if not isinstance(attributes, dict):
+            continue
+        if isinstance(vertical.get("id"), str):
+            declared[vertical["id"]] = attributes
+        for key, type_name in attributes.items():
+            where = f"verticals[{i}].attributes.{key}"
+            if not isinstance(type_name, str) or type_name not in ATTRIBUTE_TYPES:
+                errors.append((where, f"unknown type {type_name!r}: one of {', '.join(ATTRIBUTE_TYPES)}"))
+            if isinstance(key, str) and personal_key(key):
+                errors.append((where, "names personal data, which a ping never carries"))
+    for i, campaign in _entries(raw, "campaigns"):
+        attributes = declared.get(campaign.get("vertical"))  # type: ignore[arg-type]
+        filters = campaign.get("filters")
+        rules = filters.get("rules") if isinstance(filters, dict) else None
+        if attributes is None or not isinstance(rules, list):
+            continue
+        for j, rule in enumerate(rules):
+            name = rule.get("field") if isinstance(rule, dict) else None
+            if isinstance(name, str) and name not in attributes:
+                errors.append((f"campaigns[{i}].filters.rules[{j}].field",
+                               f"vertical {campaign['vertical']} declares no attribute {name!r}"))
 
 
 def rule_problem(rule: Rule) -> str | None:

@@ -17,5 +17,6 @@ class ApiError(Exception):
         return ErrorResponse(ErrorDetail(self.code, self.message, self.fields))
 
 
-def invalid(path: str, message: str, code: str = "validation_error") -> ApiError:
-    return ApiError(422, code, f"{path}: {message}", [FieldError(path, message)])
+def refused(fields: list[FieldError]) -> ApiError:
+    """A 422 validation_error naming every bad field at once."""
+    return ApiError(422, "validation_error", "; ".join(f"{f.path}: {f.message}" for f in fields), fields)

@@ -12,10 +12,13 @@ from typing import Annotated, Any, Literal, Union
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-Scalar = Union[str, int, float, bool]
+#: Whole numbers are kept to the signed 64-bit range: every buyer and store can hold them.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Scalar = Union[str, Int64, float, bool]
 AttrValue = Union[Scalar, list[Scalar]]
 Attributes = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], AttrValue],
-                       Meta(max_length=64, description="At most 64 keys; values are strings, numbers, booleans or lists of them.")]
+                       Meta(max_length=64, description=("At most 64 keys; values are strings, numbers (whole numbers "
+                                                        "in the signed 64-bit range), booleans or lists of them."))]
 # Patterns end in (?!\n)$: msgspec matches with Python's re, whose $ also matches before a final
 # newline ("auto\n" passed); the lookahead keeps them exact there and in the OpenAPI (ECMA) reading.
 Vertical = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(?!\n)$", examples=["auto_insurance"])]
@@ -30,6 +33,37 @@ HttpsUrl = Annotated[str, Meta(pattern=r"^https://[^\s]+(?!\n)$", max_length=204
 Email = Annotated[str, Meta(min_length=3, max_length=254)]
 Phone = Annotated[str, Meta(min_length=10, max_length=32)]
 Amount = Annotated[float, Meta(ge=0)]
+
+
+#: What each request field must be, in the words of a validation error (``must be ...``): one
+#: wording whatever the constraint that failed. A test holds every request field to an entry.
+RULES: dict[str, str] = {
+    "vertical": "1 to 64 characters of a-z, 0-9 and _",
+    "zip": "5 digits or ZIP+4 (12345-6789)",
+    "state": "a 2-letter US state or territory code",
+    "source_id": "a string of at most 64 characters",
+    "sub_id": "a string of at most 64 characters",
+    "quality_score": "a whole number from 0 to 100",
+    "tcpa_consent": "true or false",
+    "email_sha256": "64 hexadecimal characters (a SHA-256)",
+    "phone_sha256": "64 hexadecimal characters (a SHA-256)",
+    "attributes": "an object of at most 64 attributes, each key 1 to 64 characters",
+    "timeout_ms": "a whole number of milliseconds from 1 to 600000",
+    "ping_id": "a string of 1 to 64 characters",
+    "lead": "an object",
+    "first_name": "1 to 64 characters after trimming",
+    "last_name": "1 to 64 characters after trimming",
+    "email": "a valid email address",
+    "phone": "a US phone number: 10 digits, any punctuation, an optional leading +1",
+    "address": "a string of at most 128 characters",
+    "city": "a string of at most 128 characters",
+    "ip_address": "an IPv4 or IPv6 address",
+    "dob": "a date written YYYY-MM-DD",
+    "consent_cert_url": "an https URL of at most 2048 characters",
+}
+ATTRIBUTE_RULE = "a string, a number, true or false, or a list of them"
+WHOLE_NUMBER_RULE = f"a whole number from {-(2**63)} to {2**63 - 1}"
+NUMBER_RULE = "a number a 64-bit float can hold"
 
 
 class Described(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -74,11 +108,17 @@ class Lead(Described, kw_only=True, forbid_unknown_fields=True):
     consent_cert_url: HttpsUrl | UnsetType = UNSET
 
 
+class PostLead(Lead, kw_only=True, forbid_unknown_fields=True):
+    """The lead of POST /v1/post: its zip is required here (it must equal the ping's)."""
+
+    zip: Zip
+
+
 class PostRequest(Struct, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/post. The lead's zip is required here (it must equal the ping's)."""
+    """POST /v1/post."""
 
     ping_id: Annotated[str, Meta(min_length=1, max_length=64)]
-    lead: Lead
+    lead: PostLead
 
 
 class DirectPostRequest(PingRequest, kw_only=True, forbid_unknown_fields=True):

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+import math
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import msgspec
 from aiohttp import web
@@ -19,12 +20,12 @@ from aiohttp import web
 from . import money, normalize
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
-from .config import Config
-from .errors import ApiError, invalid
+from .config import Config, Vertical
+from .errors import ApiError, refused
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
-from .schema import (AttrValue, DirectPostRequest, FieldError, Health, Lead, PingFields, PingRequest, PingResponse,
-                     PostRequest, PostResponse)
+from .schema import (ATTRIBUTE_RULE, NUMBER_RULE, RULES, WHOLE_NUMBER_RULE, DirectPostRequest, FieldError, Health,
+                     Lead, PingFields, PingRequest, PingResponse, PostRequest, PostResponse)
 from .store.base import Store, StoreUnavailable
 from .trace import PingRecord, PostRecord, rfc3339, to_trace
 
@@ -33,7 +34,6 @@ log = logging.getLogger("pingpost.server")
 MAX_BODY = 64 * 1024
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
-_decode_any = msgspec.json.Decoder().decode
 _PING_FIELDS = PingFields.__struct_fields__
 
 EXCHANGE = web.AppKey("exchange", Exchange)
@@ -48,61 +48,147 @@ def error_response(error: ApiError) -> web.Response:
 
 
 # Decoding ----------------------------------------------------------------------------------
+#
+# The hot path decodes and validates in one msgspec pass, then normalizes. Only when that fails
+# is the body read again as plain JSON and checked field by field (``_explain``), so that the
+# seller learns every bad field at once, each in the words of ``schema.RULES``.
+
+#: The fields stored in their normalized form; the function answers None for an invalid value.
+_NORMALIZED: dict[str, Callable[[str], str | None]] = {
+    "first_name": normalize.name, "last_name": normalize.name, "email": normalize.email,
+    "phone": normalize.phone, "state": normalize.state, "ip_address": normalize.ip_address,
+}
+#: The ping's free texts, searched for personal data (the other fields have a fixed form).
+_PING_TEXTS = ("vertical", "source_id", "sub_id")
+_INT64 = range(-(2**63), 2**63)
+Verticals = dict[str, Vertical]
 
 
-def _field_error(exc: msgspec.ValidationError, raw: Any = None) -> ApiError:
-    """msgspec's "... - at `$.lead.zip`" becomes path ``lead.zip``; unknown fields name the field;
-    a bad attribute key ("at `key` in `$.attributes`") or value (``attributes[...]``) names
-    the attributes object, and the value's key when the plain document shows which it is."""
-    message, _, where = str(exc).partition(" - at `")
-    path = where.removeprefix("key` in `").rstrip("`").removeprefix("$").lstrip(".")
-    if message.startswith(("Object contains unknown field `", "Object missing required field `")):
-        name = message.split("`")[1]
-        path = f"{path}.{name}" if path else name
-    return invalid(_attribute_key(path, raw) or "$", message)
+class _TooLarge:
+    """A number of the body that no float holds (``1e400``): explained, never accepted."""
 
 
-def _attribute_key(path: str, raw: Any) -> str:
-    """``attributes[...]`` -> ``attributes.<the first key whose value is not an attribute value>``."""
-    head, found, rest = path.partition("[...]")
-    if not found:
-        return path
-    node = raw
-    for part in head.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    for key, value in node.items() if isinstance(node, dict) else ():
-        try:
-            msgspec.convert(value, AttrValue)
-        except msgspec.ValidationError:
-            return f"{head}.{key}{rest}"
-    return path
+def _plain_float(text: str) -> float | _TooLarge:
+    value = float(text)
+    return value if math.isfinite(value) else _TooLarge()
 
 
-def _malformed() -> ApiError:
-    return ApiError(400, "malformed_json", "the body is not UTF-8 JSON")
+_decode_plain = msgspec.json.Decoder(float_hook=_plain_float).decode
+_UNREAD = object()
+
+
+def _malformed(message: str = "the body is not UTF-8 JSON") -> ApiError:
+    return ApiError(400, "malformed_json", message)
 
 
 def _plain_json(body: bytes) -> Any:
     """The body as plain JSON values, for explaining a validation error. msgspec validates
     while it parses, so a body can fail validation before its bad syntax or bytes are
-    reached: those are 400 malformed_json all the same. None for a number out of range."""
+    reached: those are 400 malformed_json all the same, and so is a body nested deeper than
+    the plain decoder goes (about a thousand levels; no request nests more than four).
+    ``_UNREAD`` for an integer of thousands of digits, which no decoder reads."""
     try:
-        return _decode_any(body)
-    except msgspec.ValidationError:
-        return None
+        return _decode_plain(body)
+    except RecursionError:
+        raise _malformed("the body nests arrays or objects too deeply") from None
+    except msgspec.ValidationError:  # a subclass of DecodeError: test it first
+        return _UNREAD
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise _malformed() from None
 
 
+def _field_error(exc: msgspec.ValidationError) -> ApiError:
+    """msgspec's own first error, when the plain document cannot be read to explain it:
+    "... - at `$.lead.zip`" becomes path ``lead.zip`` with that field's rule."""
+    message, _, where = str(exc).partition(" - at `")
+    path = where.removeprefix("key` in `").rstrip("`").removeprefix("$").lstrip(".").partition("[")[0]
+    if "out of range" in message:
+        rule = WHOLE_NUMBER_RULE if message.startswith("Integer") else NUMBER_RULE
+    else:
+        rule = RULES.get(path.rpartition(".")[2], "valid JSON of this request's shape")
+    return refused([FieldError(path or "$", f"must be {rule}")])
+
+
+def _scalar_problem(value: Any) -> str | None:
+    """What an attribute value (or list item) must be instead, or None when it is fine."""
+    kind = type(value)
+    if kind is str or kind is float or kind is bool:
+        return None
+    if kind is int:
+        return None if value in _INT64 else WHOLE_NUMBER_RULE
+    return NUMBER_RULE if kind is _TooLarge else ATTRIBUTE_RULE
+
+
+def _explain_attributes(value: Any, path: str, declared: Vertical | None) -> list[FieldError]:
+    if not isinstance(value, dict) or len(value) > 64 or not all(1 <= len(key) <= 64 for key in value):
+        return [FieldError(path, f"must be {RULES['attributes']}")]
+    problems: list[FieldError] = []
+    fine: dict[str, Any] = {}
+    for key, item in value.items():
+        items = enumerate(item) if type(item) is list else ((None, item),)
+        found = [FieldError(f"{path}.{key}" + ("" if i is None else f"[{i}]"), f"must be {rule}")
+                 for i, x in items if (rule := _scalar_problem(x)) is not None]
+        if found:
+            problems += found
+        else:
+            fine[key] = item
+    return problems + (declared.problems(fine, path) if declared is not None else [])
+
+
+def _explain(raw: Any, struct: type[msgspec.Struct], path: str, verticals: Verticals,
+             vertical: Vertical | None = None) -> list[FieldError]:
+    """Every problem of a plain JSON document as a request Struct, in the body's order (the
+    missing fields last): shapes, normalized forms and a declared vertical's attributes."""
+    if not isinstance(raw, dict):
+        return [FieldError(path or "$", "must be an object")]
+    named = raw.get("vertical")
+    vertical = verticals.get(named, vertical) if isinstance(named, str) else vertical
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    problems: list[FieldError] = []
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else key
+        info = fields.get(key)
+        if info is None:
+            problems.append(FieldError(where, "is not a field of this request"))
+        elif key == "attributes":
+            problems += _explain_attributes(value, where, vertical)
+        elif isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            problems += _explain(value, info.type, where, verticals, vertical)
+        else:
+            try:
+                converted = msgspec.convert(value, info.type)
+            except msgspec.ValidationError:
+                problems.append(FieldError(where, f"must be {RULES[key]}"))
+                continue
+            fix = _NORMALIZED.get(key)
+            if fix is not None and fix(converted) is None:
+                problems.append(FieldError(where, f"must be {RULES[key]}"))
+    problems += [FieldError(f"{path}.{key}" if path else key, "is required")
+                 for key, info in fields.items() if info.required and key not in raw]
+    return problems
+
+
 def _pii_paths(raw: Any) -> list[str]:
-    """Personal-data keys at the top level of a ping or in its attributes."""
+    """Personal data at the top level of a plain ping or in its attributes (``_ping_pii``'s rules)."""
     if not isinstance(raw, dict):
         return []
-    paths = [k for k in raw if k in normalize.PII_KEYS]
+    paths = normalize.personal_attributes(raw)
     attributes = raw.get("attributes")
     if isinstance(attributes, dict):
-        paths += [f"attributes.{k}" for k in attributes if k in normalize.PII_KEYS]
+        paths += [f"attributes.{p}" for p in normalize.personal_attributes(attributes)]
     return paths
+
+
+def _ping_pii(ping: PingFields) -> list[str]:
+    """Personal data in a decoded ping: in its free texts, or in its attributes' keys and values.
+    The clean ping, nearly every one, costs two calls: its keys as one cached set, and one loop
+    over its texts and attribute values."""
+    attributes = ping.attributes if type(ping.attributes) is dict else {}
+    if normalize.no_personal_key(tuple(attributes)) and normalize.no_personal_text(
+            (ping.vertical, ping.source_id, ping.sub_id, *attributes.values())):
+        return []
+    paths = [name for name in _PING_TEXTS if type(text := getattr(ping, name)) is str and normalize.personal_text(text)]
+    return paths + [f"attributes.{p}" for p in normalize.personal_attributes(attributes)]
 
 
 def _pii_error(paths: list[str]) -> ApiError:
@@ -110,60 +196,67 @@ def _pii_error(paths: list[str]) -> ApiError:
                     [FieldError(p, "personal data is not accepted in a ping") for p in paths])
 
 
-def decode(decoder: msgspec.json.Decoder[T], body: bytes, ping_fields: bool) -> T:
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, ping_fields: bool, verticals: Verticals) -> T:
     """Decode and validate in one pass; a ping's personal-data check wins over other errors."""
     try:
         value = decoder.decode(body)
     except msgspec.ValidationError as exc:
         raw = _plain_json(body)
+        if raw is _UNREAD:
+            raise _field_error(exc) from None
         paths = _pii_paths(raw) if ping_fields else []
-        raise _pii_error(paths) if paths else _field_error(exc, raw) from None
+        if paths:
+            raise _pii_error(paths) from None
+        problems = _explain(raw, cast(type[msgspec.Struct], decoder.type), "", verticals)
+        raise (refused(problems) if problems else _field_error(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in a string
         raise _malformed() from None
     if ping_fields:
-        attributes = getattr(value, "attributes")
-        if isinstance(attributes, dict) and not normalize.PII_KEYS.isdisjoint(attributes):
-            raise _pii_error([f"attributes.{k}" for k in attributes if k in normalize.PII_KEYS])
+        paths = _ping_pii(value)  # type: ignore[arg-type]
+        if paths:
+            raise _pii_error(paths)
     return value
 
 
-def ping_of(request: PingRequest) -> PingFields:
-    """The ping as buyers see it: ZIP+4 cut to five digits, state upper-case and checked."""
+def refuse(problems: list[FieldError]) -> None:
+    """One 422 for every problem ``ping_of`` and ``lead_of`` found, if they found any."""
+    if problems:
+        raise refused(problems)
+
+
+def ping_of(request: PingRequest, verticals: Verticals, problems: list[FieldError]) -> PingFields:
+    """The ping as buyers see it: ZIP+4 cut to five digits, state upper-case and checked, and a
+    declared vertical's attributes checked; problems go to ``problems``."""
     values = {name: getattr(request, name) for name in _PING_FIELDS}
     values["zip"] = normalize.zip5(request.zip)
     if isinstance(request.state, str):
-        state = normalize.state(request.state)
-        if state is None:
-            raise invalid("state", "not a US state or territory code")
-        values["state"] = state
+        values["state"] = normalize.state(request.state)
+        if values["state"] is None:
+            problems.append(FieldError("state", f"must be {RULES['state']}"))
+    declared = verticals.get(request.vertical)
+    if declared is not None and isinstance(request.attributes, dict):
+        problems += declared.problems(request.attributes, "attributes")
     return PingFields(**values)
 
 
-def lead_of(lead: Lead, path: str) -> Lead:
-    """The lead with every field in its stored form, or a 422 naming the bad field."""
+def lead_of(lead: Lead, path: str, declared: Vertical | None, problems: list[FieldError]) -> Lead:
+    """The lead with every field in its stored form; problems (named under ``path``) go to
+    ``problems``. ``declared``: the vertical whose attributes the lead's must be, if known."""
     changes: dict[str, Any] = {}
-    for name in ("first_name", "last_name"):
-        changes[name] = normalize.name(getattr(lead, name))
-        if changes[name] is None:
-            raise invalid(f"{path}.{name}", "must be 1 to 64 characters after trimming")
-    checks: tuple[tuple[str, Callable[[str], str | None], str], ...] = (
-        ("email", normalize.email, "not a valid email address"),
-        ("phone", normalize.phone, "not a valid US phone number"),
-        ("state", normalize.state, "not a US state or territory code"),
-        ("ip_address", normalize.ip_address, "not an IPv4 or IPv6 address"),
-    )
-    for name, fix, problem in checks:
+    for name, fix in _NORMALIZED.items():
         value = getattr(lead, name)
         if isinstance(value, str):
             changes[name] = fix(value)
             if changes[name] is None:
-                raise invalid(f"{path}.{name}", problem)
+                problems.append(FieldError(f"{path}.{name}", f"must be {RULES[name]}"))
     if isinstance(lead.zip, str):
         changes["zip"] = normalize.zip5(lead.zip)
     for name in ("address", "city"):
         value = getattr(lead, name)
         if isinstance(value, str):
             changes[name] = value.strip()
+    if declared is not None and isinstance(lead.attributes, dict):
+        problems += declared.problems(lead.attributes, f"{path}.attributes")
     return msgspec.structs.replace(lead, **changes)
 
 
@@ -330,25 +423,34 @@ class Routes:
 
     async def ping(self, request: web.Request) -> web.Response:
         async def work(seller: SellerView, test: bool, body: bytes) -> web.Response:
-            req = decode(self.ping_decoder, body, ping_fields=True)
-            record = await self.exchange.ping(seller, test, ping_of(req), _opt(req.timeout_ms))
+            verticals = self.exchange.verticals
+            req = decode(self.ping_decoder, body, ping_fields=True, verticals=verticals)
+            problems: list[FieldError] = []
+            ping = ping_of(req, verticals, problems)
+            refuse(problems)
+            record = await self.exchange.ping(seller, test, ping, _opt(req.timeout_ms))
             return json_response(ping_answer(record))
         return await self._admitted(request, work)
 
     async def post(self, request: web.Request) -> web.Response:
         async def work(seller: SellerView, test: bool, body: bytes) -> web.Response:
-            req = decode(self.post_decoder, body, ping_fields=False)
-            if req.lead.zip is msgspec.UNSET:
-                raise invalid("lead.zip", "required field is missing")
-            result = await self.exchange.post(seller, req.ping_id, lead_of(req.lead, "lead"))
+            req = decode(self.post_decoder, body, ping_fields=False, verticals=self.exchange.verticals)
+            problems: list[FieldError] = []
+            # The attributes of the ping's vertical are checked once the ping is loaded (check_post).
+            lead = lead_of(req.lead, "lead", None, problems)
+            refuse(problems)
+            result = await self.exchange.post(seller, req.ping_id, lead)
             return json_response(post_answer(req.ping_id, result))
         return await self._admitted(request, work)
 
     async def direct(self, request: web.Request) -> web.Response:
         async def work(seller: SellerView, test: bool, body: bytes) -> web.Response:
-            req = decode(self.direct_decoder, body, ping_fields=True)
-            ping = ping_of(req)
-            lead = lead_of(req.lead, "lead")
+            verticals = self.exchange.verticals
+            req = decode(self.direct_decoder, body, ping_fields=True, verticals=verticals)
+            problems: list[FieldError] = []
+            ping = ping_of(req, verticals, problems)
+            lead = lead_of(req.lead, "lead", verticals.get(req.vertical), problems)
+            refuse(problems)
             check_same_lead(ping, lead, "lead")
             record, result = await self.exchange.direct(seller, test, ping, _opt(req.timeout_ms), lead)
             return json_response(post_answer(record.ping_id, result))
