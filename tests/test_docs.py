@@ -17,7 +17,8 @@ import pytest
 
 from pingpost import targeting
 from pingpost.config import from_dict
-from pingpost.errors import invalid
+from pingpost.errors import refused
+from pingpost.schema import FieldError
 from pingpost.schema import PingFields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,11 +85,11 @@ def test_the_quick_start_is_two_commands() -> None:
 
 
 def test_the_error_table_lists_exactly_the_codes_the_exchange_answers() -> None:
-    """Every ``ApiError(status, "code"`` in the engine (plus ``invalid``'s) is a row of the
+    """Every ``ApiError(status, "code"`` in the engine (plus ``refused``'s) is a row of the
     table in docs/api.md, and every row is a code the engine answers."""
     source = "\n".join(path.read_text() for path in (ROOT / "engine").rglob("*.py"))
     answered = {(int(status), code) for status, code in re.findall(r'ApiError\((\d{3}), "([a-z_]+)"', source)}
-    field_error = invalid("zip", "bad")
+    field_error = refused([FieldError("zip", "bad")])
     answered.add((field_error.status, field_error.code))
     api = (ROOT / "docs" / "api.md").read_text()
     documented = {(int(status), code) for status, code in re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \|", api, re.M)}
