@@ -56,6 +56,9 @@ class Exchange(Base, kw_only=True):
     bench_window_s: Annotated[int, Meta(ge=1)] = 60
     bench_duration_s: Annotated[int, Meta(ge=1)] = 30
     trusted_proxies: list[str] = []
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    keepalive_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 75.0
 
 
 class Seller(Base, kw_only=True):

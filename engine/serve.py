@@ -20,7 +20,8 @@ from aiohttp import web
 
 from . import logs
 from .config import Config, ConfigError, Exchange, load
-from .server import drain, make_app, reload
+from .connections import Limits, listen, raise_fd_limit
+from .server import EXCHANGE, drain, make_app, reload
 from .store.base import Store, StoreUnavailable
 from .store.memory import MemoryStore
 from .workers import Supervisor
@@ -96,7 +97,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-async def reload_from(app: web.Application, path: str) -> None:
+async def reload_from(app: web.Application, limits: Limits, path: str) -> None:
     """SIGHUP: read the config file again; a bad file is logged and the running config kept."""
     try:
         config = load(path)
@@ -105,6 +106,7 @@ async def reload_from(app: web.Application, path: str) -> None:
             f"{where}: {reason}" for where, reason in exc.errors]}})
         return
     await reload(app, config)
+    limits.learn(config.exchange)
     log.info("reloaded", extra={"event": {"event": "reload", "status": "ok", "campaigns": len(config.campaigns)}})
 
 
@@ -128,29 +130,36 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"pingpost: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return 2
+    fd_before, fd_limit = raise_fd_limit()
+    limits = Limits.for_descriptors(config.exchange, fd_limit, app[EXCHANGE].metrics)
+    log.info("descriptor limit", extra={"event": {"event": "fd_limit", "soft_before": fd_before, "soft": fd_limit,
+                                                  "seller_connections": limits.max_connections}})
     grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096, reuse_port=args.reuse_port)
     try:
-        await site.start()
+        listener = await listen(runner, limits, args.host, args.port, tls, args.reuse_port)
     except OSError as exc:
         print(f"pingpost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         await runner.cleanup()
         return 1
     scheme = "https" if tls else "http"
-    port = runner.addresses[0][1]
-    settle_garbage_collector()
-    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
+    port = listener.sockets[0].getsockname()[1]
+    limits.watch()
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
-        task = asyncio.ensure_future(reload_from(app, args.config))
+        task = asyncio.ensure_future(reload_from(app, limits, args.config))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    # Like SIGTERM's, before the announcement: a SIGHUP sent on it must reload, not kill.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    settle_garbage_collector()
+    print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)
+    listener.close()
+    limits.stop()
     await runner.cleanup()
     return 0
