@@ -13,7 +13,8 @@ descriptor), so health checks fail and nothing is logged. Here:
   share of the descriptor limit: when a new one would pass it, the oldest connection the
   exchange is only waiting on (idle, or its head or body incomplete) is closed; and once a
   second it checks that a descriptor can still be opened, and if not closes a tenth of those
-  connections. Both are logged as warnings;
+  connections. Both are logged as warnings. The same check notices a listening socket the
+  event loop closed (uvloop closes it for good on any accept error libuv passes on);
 * ``listen`` accepts connections as ``Connection``s, the TLS handshake bounded like a head.
 
 It relies on these aiohttp internals, all exercised by tests/test_connections.py:
@@ -33,7 +34,7 @@ import resource
 import ssl
 import time
 from itertools import islice
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 from aiohttp import hdrs, web
@@ -102,6 +103,8 @@ class Limits:
         self.closed_for_room = 0
         self._warned_at: dict[str, float] = {}
         self._probe: asyncio.TimerHandle | None = None
+        self._listening: tuple[int, int] = (-1, -1)  # the listening socket's descriptor and inode
+        self._lost: Callable[[], None] = lambda: None
 
     @classmethod
     def for_descriptors(cls, exchange: Exchange, fd_limit: int, metrics: Metrics) -> "Limits":
@@ -122,18 +125,37 @@ class Limits:
     def leave(self, connection: Connection) -> None:
         self.open.pop(connection, None)
 
-    def watch(self) -> None:
-        """Check once a second that a descriptor can be opened. When none can, uvloop (libuv)
-        accepts each new connection and closes it at once, and reports nothing: health
-        checks and sellers get resets. Buyer connections, which no share bounds, can be
-        what used them up; closing connections the exchange only waits on frees some."""
+    def watch(self, listener: asyncio.Server, lost: Callable[[], None]) -> None:
+        """Check once a second that a descriptor can be opened and that ``listener`` still
+        listens; call ``lost`` (once) when it does not."""
+        fd = listener.sockets[0].fileno()
+        self._listening = (fd, os.fstat(fd).st_ino)
+        self._lost = lost
+        self._check()
+
+    def _check(self) -> None:
+        """When no descriptor can be opened, uvloop (libuv) accepts each new connection and
+        closes it at once, and reports nothing: health checks and sellers get resets. Buyer
+        connections, which no share bounds, can be what used them up; closing connections the
+        exchange only waits on frees some. And when libuv passes an accept error on (its
+        reserve-descriptor trick failed, or ENOMEM, ENOBUFS, ...), uvloop closes the listening
+        socket for good, silently: nothing but a restart brings it back."""
         try:
             os.close(os.open(os.devnull, os.O_RDONLY))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 closed = self._make_room(max(1, len(self.open) // 10))
                 self._warn("out of descriptors: new connections are being refused", "fd_limit_reached", closed)
-        self._probe = asyncio.get_running_loop().call_later(PROBE_EVERY_S, self.watch)
+        fd, inode = self._listening
+        try:
+            listening = os.fstat(fd).st_ino == inode
+        except OSError:
+            listening = False
+        if not listening:
+            log.error("listening socket closed", extra={"event": {"event": "listener_lost"}})
+            self._lost()
+            return
+        self._probe = asyncio.get_running_loop().call_later(PROBE_EVERY_S, self._check)
 
     def stop(self) -> None:
         if self._probe is not None:

@@ -3,6 +3,8 @@
 Prints ``listening on http://H:P`` once requests are accepted. On SIGTERM or SIGINT it
 stops accepting, lets every auction and post in flight finish, and exits 0. On SIGHUP it
 reads the config file again and swaps it in whole, or keeps the running one if the file is bad.
+If the event loop closes the listening socket under it (see ``connections``), it drains the
+same way and exits 1, for its supervisor or process manager to start it again.
 """
 
 from __future__ import annotations
@@ -145,7 +147,14 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         return 1
     scheme = "https" if tls else "http"
     port = listener.sockets[0].getsockname()[1]
-    limits.watch()
+    listener_lost = False
+
+    def on_listener_lost() -> None:
+        nonlocal listener_lost
+        listener_lost = True
+        stop.set()
+
+    limits.watch(listener, on_listener_lost)
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
@@ -162,4 +171,4 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     listener.close()
     limits.stop()
     await runner.cleanup()
-    return 0
+    return 1 if listener_lost else 0

@@ -23,6 +23,9 @@ from typing import Any, Callable
 import pytest
 import trustme
 
+from pingpost.config import Exchange
+from pingpost.connections import Limits
+from pingpost.metrics import Metrics
 from tests.conftest import PING, SELLER_KEY, BuyerServer, base_config, bid
 from tests.helpers_process import Served, run_cli, write_config
 
@@ -259,6 +262,37 @@ async def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Pat
         await stop(served)
 
 
+async def test_thousands_of_silent_connections_on_the_usual_soft_limit(tmp_path: Path, buyers: BuyerServer) -> None:
+    """Started with the usual soft limit of 1024, the exchange raises it and holds 3,000 silent
+    connections while health checks and pings are answered, then closes them at their deadline."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 8192:
+        pytest.skip(f"the hard descriptor limit here ({hard}) is too low for 3,000 connections each side")
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))  # for this test's own clients
+    buyers.script("c1", ping=bid(2.0))
+    served = await Served.start(tmp_path, config(buyers, header_timeout_s=10),
+                                preexec_fn=fd_limit(1024, min(8192, hard)))
+    loop = asyncio.get_running_loop()
+    clients = []
+    try:
+        since = loop.time()
+        for _ in range(3000):
+            clients.append(await connect(served.port))  # the writer too: a dropped one closes its connection
+        readers = [reader for reader, _ in clients]
+        assert (await exchange_once(served.port, HEALTHZ)).status == 200
+        answer = await exchange_once(served.port, PING_REQUEST)
+        assert answer.status == 200 and answer.json()["status"] == "bid", answer
+        opened = loop.time() - since
+        assert opened < 8, f"{opened:.1f} s to open the connections: too slow to see them open"
+        assert not any(await asyncio.gather(*(is_closed(r, 0.2) for r in readers[:100])))
+        closed = await asyncio.gather(*(closed_after(r, since, limit=20) for r in readers))
+        assert all(data == b"" and 9.5 <= after <= opened + 13 for after, data in closed)
+        assert not events(served, "connection_limit")
+    finally:
+        await stop(served)
+
+
 async def test_past_the_descriptor_limit_waiting_connections_make_room(tmp_path: Path, buyers: BuyerServer) -> None:
     """600 silent, half-headed and half-bodied connections on 256 descriptors: the exchange
     closes the oldest of them to stay under 192 seller connections, and health checks and
@@ -430,6 +464,24 @@ async def test_a_silent_tls_client_is_closed_within_the_header_timeout(tmp_path:
         assert 0.8 <= after <= 4, f"closed after {after:.2f} s"
     finally:
         await stop(served)
+
+
+async def test_a_listening_socket_closed_under_the_exchange_is_noticed() -> None:
+    """uvloop closes the listening socket for good on an accept error it does not expect,
+    silently; ``serve`` is told (and then drains and exits 1, like on SIGTERM but with 1)."""
+    limits = Limits(Exchange(), 10, Metrics())
+    listener = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    lost = asyncio.Event()
+    limits.watch(listener, lost.set)
+    try:
+        await asyncio.sleep(1.5)
+        assert not lost.is_set()
+        listener.close()
+        reused = socket.socket()  # likely takes the closed socket's descriptor number
+        await asyncio.wait_for(lost.wait(), 3)
+        reused.close()
+    finally:
+        limits.stop()
 
 
 @pytest.mark.parametrize("setting", ["header_timeout_s", "body_timeout_s", "keepalive_timeout_s"])
