@@ -81,6 +81,9 @@ class Exchange(Base, kw_only=True):
     bench_duration_s: Annotated[int, Meta(ge=1)] = 30
     trusted_proxies: list[str] = []
     metrics_allowed_ips: list[str] = msgspec.field(default_factory=lambda: list(PRIVATE_NETWORKS))
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    keepalive_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 75.0
 
 
 class Seller(Base, kw_only=True):

@@ -3,6 +3,8 @@
 Prints ``listening on http://H:P`` once requests are accepted. On SIGTERM or SIGINT it
 stops accepting, lets every auction and post in flight finish, and exits 0. On SIGHUP it
 reads the config file again and swaps it in whole, or keeps the running one if the file is bad.
+If the event loop closes the listening socket under it (see ``connections``), it drains the
+same way and exits 1, for its supervisor or process manager to start it again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from aiohttp import web
 
 from . import logs
 from .config import Config, ConfigError, Exchange, load, report
-from .server import drain, make_app, reload
+from .connections import Limits, listen, raise_fd_limit
+from .server import EXCHANGE, drain, make_app, reload
 from .store.base import Store, StoreUnavailable
 from .store.memory import MemoryStore
 from .workers import Supervisor
@@ -106,7 +109,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-async def reload_from(app: web.Application, path: str) -> None:
+async def reload_from(app: web.Application, limits: Limits, path: str) -> None:
     """SIGHUP: read the config file again; a bad file is logged and the running config kept."""
     try:
         config = load(path)
@@ -114,7 +117,8 @@ async def reload_from(app: web.Application, path: str) -> None:
         log.error("reload refused", extra={"event": {"event": "reload", "status": "refused", "errors": [
             f"{where}: {reason}" for where, reason in exc.errors]}})
         return
-    await reload(app, config)
+    if await reload(app, config):
+        limits.learn(config.exchange)
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
@@ -138,30 +142,43 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"pingpost: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return 2
+    fd_before, fd_limit = raise_fd_limit()
+    limits = Limits.for_descriptors(config.exchange, fd_limit, app[EXCHANGE].metrics)
+    log.info("descriptor limit", extra={"event": {"event": "fd_limit", "soft_before": fd_before, "soft": fd_limit,
+                                                  "seller_connections": limits.max_connections}})
     grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls, backlog=4096, reuse_port=args.reuse_port)
     try:
-        await site.start()
+        listener = await listen(runner, limits, args.host, args.port, tls, args.reuse_port)
     except OSError as exc:
         print(f"pingpost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         await runner.cleanup()
         return 1
+    scheme = "https" if tls else "http"
+    port = listener.sockets[0].getsockname()[1]
+    listener_lost = False
+
+    def on_listener_lost() -> None:
+        nonlocal listener_lost
+        listener_lost = True
+        stop.set()
+
+    limits.watch(listener, on_listener_lost)
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
-        task = asyncio.ensure_future(reload_from(app, args.config))
+        task = asyncio.ensure_future(reload_from(app, limits, args.config))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    # Before the announcement too: a SIGHUP's default action would end the process.
+    # Like SIGTERM's, before the announcement: a SIGHUP sent on it must reload, not kill.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    scheme = "https" if tls else "http"
-    port = runner.addresses[0][1]
     settle_garbage_collector()
     print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)
+    listener.close()
+    limits.stop()
     await runner.cleanup()
-    return 0
+    return 1 if listener_lost else 0

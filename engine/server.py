@@ -21,6 +21,7 @@ from . import money, normalize
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
+from .connections import BodyTimeout, drop_server_header
 from .errors import ApiError, refused
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
@@ -375,8 +376,17 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(ApiError(exc.status, "http_error", exc.reason))
     except StoreUnavailable:
         return error_response(ApiError(503, "store_unavailable", "the shared store is unreachable; retry"))
-    except Exception:
-        log.exception("unhandled", extra={"event": {"event": "unhandled", "path": request.path}})
+    except BodyTimeout:
+        exchange = request.app[EXCHANGE]
+        exchange.metrics.rejected_requests.labels("request_timeout").inc()
+        return error_response(ApiError(408, "request_timeout", "the body did not arrive within "
+                                       f"{exchange.config.exchange.body_timeout_s:g} s of its head"))
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            # The client closed or reset its connection (mid-body, say): nobody gets this answer.
+            log.info("client gone", extra={"event": {"event": "client_gone", "path": request.path}})
+        else:
+            log.exception("unhandled", extra={"event": {"event": "unhandled", "path": request.path}})
         return error_response(ApiError(500, "internal_error", "internal error"))
 
 
@@ -496,6 +506,7 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/openapi.json", routes.openapi_json)
+    app.on_response_prepare.append(drop_server_header)
 
     async def lifecycle(app: web.Application) -> Any:
         await store.start(config.campaigns, config.exchange)

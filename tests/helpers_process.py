@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -53,12 +53,13 @@ class Served:
         self._readers = [asyncio.ensure_future(self._collect(process.stderr, self.stderr))]
 
     @classmethod
-    async def start(cls, directory: Path, config: dict[str, Any], *flags: str, ready_timeout: float = 20) -> "Served":
+    async def start(cls, directory: Path, config: dict[str, Any], *flags: str, ready_timeout: float = 20,
+                    preexec_fn: Callable[[], None] | None = None) -> "Served":
         path = write_config(directory, config)
         port = free_port()
         process = await asyncio.create_subprocess_exec(
             PYTHON, "-m", "pingpost.cli", "serve", "--config", str(path), "--port", str(port), *flags,
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=preexec_fn)
         served = cls(process, port)
         try:
             await asyncio.wait_for(served._until_listening(), ready_timeout)
