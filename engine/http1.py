@@ -9,7 +9,7 @@ pooled per origin and reused while the buyer keeps them alive.
 Errors are exceptions the caller classifies (``buyers.BuyerClient``): ``TooLarge``,
 ``ssl.SSLError``, ``ConnectionError``/``OSError`` and ``ProtocolError``. A call that is
 cancelled or times out aborts its connection, so a late answer can never be read as the
-answer to the next request on that connection.
+answer to the next request on that connection; so does anything after a complete answer.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class Target:
         port = parts.port or (443 if scheme == "https" else 80)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rsplit("@", 1)[-1]
-        lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", "Connection: keep-alive"]
+        lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", "Connection: keep-alive",
+                 "Accept-Encoding: identity"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         return cls((scheme, host, port), path, head)
@@ -64,10 +65,12 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
         self.chunks: list[bytes] = []
         self.size = 0
-        self.status = 0
+        self.status = 0  # of the final answer, once its head is complete
         self.content_type = b""
         self.open = False
         self.received = False
+        self.done = False  # the answer to the request in flight is complete
+        self.framed = False  # its end is known from its head (Content-Length or chunked)
 
     # asyncio.Protocol
 
@@ -86,8 +89,18 @@ class _Connection(asyncio.Protocol):
             self._fail(ProtocolError("upgrade"))
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raises: on_body's TooLarge arrives as a parser error.
-            if not self.waiter.done():
-                self._fail(TooLarge() if self.size > self.limit else ProtocolError(str(exc)))
+            # Bytes that do not parse after a complete answer only close the connection.
+            self._fail(TooLarge() if self.size > self.limit else ProtocolError(str(exc)))
+
+    def eof_received(self) -> None:
+        """The buyer closed its side: that is the end of an answer whose head gave no length
+        (HTTP/1.0, or ``Connection: close`` without Content-Length); the transport closes
+        itself after this. asyncio's TLS gets here on a bare TCP close as on a TLS close, so
+        a cut answer is read as ended there too: a buyer's JSON object cut short fails to
+        decode (``error:bad_json``). A reset (``connection_lost`` with an error) stays one."""
+        if self.status and not self.framed and not self.done:
+            self.open = False
+            self._settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -96,12 +109,18 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
 
-    def on_status(self, status: bytes) -> None:
-        self.status = self.parser.get_status_code()
+    def on_message_begin(self) -> None:
+        if self.done:  # more after a complete answer: a connection out of step is never reused
+            self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 12 and name.lower() == b"content-type":
+        size = len(name)
+        if size == 12 and name.lower() == b"content-type":
             self.content_type = value
+        elif size == 14 and name.lower() == b"content-length":
+            self.framed = True
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self.framed = value.rstrip().lower().endswith(b"chunked")
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -116,10 +135,16 @@ class _Connection(asyncio.Protocol):
         if self.status < 200:  # 1xx interim answers are skipped
             self.chunks.clear()
             self.size = 0
+            self.status = 0
             self.content_type = b""
+            self.framed = False
             return
         if not self.parser.should_keep_alive():
             self.open = False
+        self._settle()
+
+    def _settle(self) -> None:
+        self.done = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result((self.status, self.content_type, b"".join(self.chunks)))
@@ -134,6 +159,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.content_type = b""
         self.received = False
+        self.done = False
+        self.framed = False
         self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         return self.waiter
 
