@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 import pytest
 import trustme
 
+from pingpost import http1
 from tests.conftest import LEAD, PING, accept, base_config, bid
 from tests.helpers_raw import (RawBuyer, Script, answer, close_midway, closed_port_url, garbage, hang, raw_buyer,
                                reset, trickle)
@@ -252,6 +253,67 @@ async def test_every_campaign_misbehaves_at_once(buyers, exchange, raw_buyer):
     assert elapsed < TIMEOUT_MS / 1000 + SLACK_S + 0.2
     _, trace = await ex.trace(answered["ping_id"])
     assert {c["campaign_id"]: c["outcome"] for c in trace["campaigns"]} == expected
+
+
+def count_lookups(monkeypatch: pytest.MonkeyPatch, host: str) -> list[str]:
+    """Records the event loop's lookups of ``host``; each still goes to the system's resolver."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    seen: list[str] = []
+
+    async def getaddrinfo(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            seen.append(name)
+        return await real(name, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return seen
+
+
+async def test_unresolvable_buyer(buyers, exchange, monkeypatch):
+    """A host name that does not resolve (``.invalid`` never does): error:dns on ping and on
+    post. The failed lookup stands for a moment only, then the name is looked up again."""
+    host = "no-such-buyer.invalid"
+    lookups = count_lookups(monkeypatch, host)
+    dead = f"http://{host}/ping"
+    buyers.script("good", ping=bid(1.00), post=accept())
+    config = base_config(
+        buyers,
+        {"id": "dead", "ping_url": dead, "post_url": dead, "timeout_ms": TIMEOUT_MS},
+        {"id": "dead_fixed", "buyer": "b3", "ping_url": None, "fixed_price": 9.0, "post_url": dead},
+        {"id": "good", "buyer": "b2", "timeout_ms": TIMEOUT_MS},
+        auction_timeout_ms=AUCTION_MS)
+    ex = await exchange(config)
+    status, answered, elapsed = await timed_ping(ex)
+    assert status == 200 and answered["price"] == 9.0 and elapsed < 1.0
+    _, trace = await ex.trace(answered["ping_id"])
+    assert outcome_of(trace, "dead")["outcome"] == "error:dns"
+
+    status, sold = await ex.post(answered["ping_id"], LEAD)
+    assert status == 200 and sold["status"] == "sold" and sold["price"] == 1.0 and sold["attempts"] == 2
+    _, trace = await ex.trace(answered["ping_id"])
+    assert [o["outcome"] for o in trace["post"]["offers"]] == ["rejected:error:dns", "accepted"]
+    assert len(lookups) == 1, "the post, right after the ping, met the failed lookup"
+
+    await asyncio.sleep(http1.DNS_FAILURE_TTL_S + 0.1)
+    status, answered, _ = await timed_ping(ex)
+    _, trace = await ex.trace(answered["ping_id"])
+    assert outcome_of(trace, "dead")["outcome"] == "error:dns"
+    assert len(lookups) == 2, "a failed lookup is tried again after a moment"
+
+
+async def test_a_buyer_host_name_is_looked_up_once(buyers, exchange, raw_buyer, monkeypatch):
+    """``localhost`` in the URL: looked up once, then each new connection goes to its address."""
+    lookups = count_lookups(monkeypatch, "localhost")
+    port = raw_buyer.url.rsplit(":", 1)[1]
+    raw_buyer.script("ping", answer(200, {"bid": 2.5}, headers={"Connection": "close"}))  # a new connection each
+    ex = await exchange(base_config(buyers, {"id": "named", "ping_url": f"http://localhost:{port}/ping",
+                                             "timeout_ms": 500}))
+    for _ in range(3):
+        status, answered = await ex.ping(PING)
+        assert status == 200 and answered["price"] == 2.5, answered
+    assert raw_buyer.total_connections == 3
+    assert lookups == ["localhost"]
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.1"])
