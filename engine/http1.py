@@ -18,6 +18,7 @@ request on that connection; so does anything after a complete answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import socket
 import ssl
@@ -81,6 +82,15 @@ def _keep_alive_timeout(value: bytes) -> float | None:
             number = number.strip()
             return float(number) if number.isdigit() else None
     return None
+
+
+def _numeric(host: str) -> Addresses | None:
+    """The address itself when the host is an IP address: it needs no lookup."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+    return [(socket.AF_INET6 if version == 6 else socket.AF_INET, host)]
 
 
 class _Connection(asyncio.Protocol):
@@ -239,7 +249,7 @@ class Client:
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if scheme == "https" else None
         failure: OSError | None = None
-        for family, address in await self._resolve(host, port, loop):
+        for family, address in _numeric(host) or await self._resolve(host, port, loop):
             try:
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self.limit, loop), address, port, family=family, ssl=tls,
