@@ -12,6 +12,7 @@ import asyncio
 import functools
 import math
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -316,6 +317,8 @@ def failure_of(exc: BaseException) -> str | None:
         return "error:protocol"
     if isinstance(exc, ConnectionResetError):
         return "error:reset"
+    if isinstance(exc, socket.gaierror):
+        return "error:dns"
     if isinstance(exc, OSError):
         return "error:connection"
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -120,10 +121,11 @@ class RawBuyer:
         self.scripts["/" + name] = script
         return f"{self.url}/{name}"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on 127.0.0.1; with ``ssl_context`` over TLS, at ``https://localhost:P``."""
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=ssl_context)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"https://localhost:{port}" if ssl_context else f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         if self._server is not None:

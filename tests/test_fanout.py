@@ -1,13 +1,17 @@
 """Fan-out and deadlines: campaigns are asked in parallel, nobody holds the seller, and
-what is given up on is closed, not leaked.
+what is given up on is closed, not leaked; nor are idle connections kept past their time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
+import pytest
+
+from pingpost import http1
+from pingpost.buyers import MAX_ANSWER, tls_context
 from tests.conftest import LEAD, PING, accept, base_config, bid
 from tests.helpers_raw import answer, hang, raw_buyer
 
@@ -122,3 +126,55 @@ async def test_no_pool_limit_queues_pings(buyers, exchange, raw_buyer):
     assert all(status == 200 and body["status"] == "bid" for status, body in results)
     assert elapsed < 0.8, f"50 concurrent pings took {elapsed:.3f}s: calls queued behind each other"
     assert len(raw_buyer.requests["/ping"]) == 50
+
+
+async def wait_for(condition: Callable[[], bool], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def client_for(url: str, idle_timeout: float) -> tuple[http1.Client, http1.Target]:
+    return (http1.Client(tls_context(None), MAX_ANSWER, idle_timeout=idle_timeout),
+            http1.Target.of(url, {"Content-Type": "application/json"}))
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(raw_buyer):
+    """After a burst, the connections left idle are closed once the idle timeout has passed,
+    and the emptied pool is dropped; within it a call reuses one."""
+    client, target = client_for(raw_buyer.script("ping", answer(200, {"bid": 1.0})), idle_timeout=0.3)
+    try:
+        answers = await asyncio.gather(*(client.post(target, b"{}") for _ in range(5)))
+        assert [status for status, _, _ in answers] == [200] * 5
+        assert raw_buyer.open_connections == 5 and len(client.idle[target.origin]) == 5
+        status, _, _ = await client.post(target, b"{}")
+        assert status == 200 and raw_buyer.total_connections == 5, "an idle connection is reused"
+
+        assert await wait_for(lambda: raw_buyer.open_connections == 0, 3), "the buyer still holds idle connections"
+        assert client.idle == {}, "an empty pool is dropped"
+        status, _, _ = await client.post(target, b"{}")
+        assert status == 200 and raw_buyer.total_connections == 6
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("keep_alive, pooled", [("timeout=1", False), ("timeout=2, max=100", True)])
+async def test_the_buyers_keep_alive_timeout_is_honoured(raw_buyer, keep_alive, pooled):
+    """``Keep-Alive: timeout=N`` shortens the idle timeout to N - 1 s: at 1 s a connection is
+    not pooled at all, at 2 s it is closed after about a second."""
+    url = raw_buyer.script("ping", answer(200, {"bid": 1.0}, headers={"Keep-Alive": keep_alive}))
+    client, target = client_for(url, idle_timeout=30)
+    try:
+        status, _, _ = await client.post(target, b"{}")
+        assert status == 200
+        assert (target.origin in client.idle) == pooled
+        started = time.monotonic()
+        assert await wait_for(lambda: raw_buyer.open_connections == 0, 3)
+        if pooled:
+            assert time.monotonic() - started >= 0.5, "closed long before the buyer's timeout"
+        assert await wait_for(lambda: client.idle == {}, 2)
+    finally:
+        client.close()
