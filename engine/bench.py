@@ -299,7 +299,7 @@ def process_tree(pid: int) -> list[int]:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 # Scenario files ------------------------------------------------------------------------------
@@ -759,7 +759,8 @@ def table(report: dict[str, Any]) -> Any:
                ("p50 ms", "latency_p50_ms", ".1f"), ("p95 ms", "latency_p95_ms", ".1f"),
                ("p99 ms", "latency_p99_ms", ".1f"), ("max ms", "latency_max_ms", ".1f"),
                ("ovh p99 ms", "overhead_p99_ms", ".1f"), ("errors", "errors", "d"),
-               ("CPU µs/ping", "cpu_us_per_ping", ",.0f"), ("pings/core-s", "pings_per_core_s", ",.0f"), ("exch CPU", "exchange_cpu", ".2f"),
+               ("CPU µs/ping", "cpu_us_per_ping", ",.0f"), ("pings/core-s", "pings_per_core_s", ",.0f"),
+               ("exch CPU", "exchange_cpu", ".2f"),
                ("gen+buyers CPU", None, ""), ("RSS MB", "rss_mb", ".0f")]
     for header, _, _ in columns:
         t.add_column(header, justify="left" if header == "scenario" else "right")

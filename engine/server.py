@@ -274,7 +274,8 @@ def post_answer(ping_id: str, result: PostRecord) -> PostResponse:
     if result.status == "sold" and result.price_cents is not None:
         answer.status = "sold"
         answer.price = money.to_amount(result.price_cents)
-        answer.lead_id = result.lead_id
+        if result.lead_id is not None:
+            answer.lead_id = result.lead_id
     return answer
 
 
