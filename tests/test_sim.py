@@ -281,8 +281,13 @@ def test_summary_counts_and_percentiles() -> None:
 def test_buyers_command_serves_until_sigterm(tmp_path: Any) -> None:
     profile = tmp_path / "profile.json"
     profile.write_text('{"default": {"latency_ms": 1}, "campaigns": [{"id": "c9", "no_bid_rate": 0}]}')
-    process = subprocess.Popen([sys.executable, "-m", "pingpost.cli", "buyers", "--port", "0", "--profile", str(profile),
-                                "--bid-min", "3", "--bid-max", "3"], stdout=subprocess.PIPE, text=True)
+    with subprocess.Popen([sys.executable, "-m", "pingpost.cli", "buyers", "--port", "0", "--profile", str(profile),
+                           "--bid-min", "3", "--bid-max", "3"], stdout=subprocess.PIPE, text=True) as process:
+        _serves_one_bid_then_stops(process)
+
+
+def _serves_one_bid_then_stops(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
     try:
         line = process.stdout.readline()
         found = re.fullmatch(r"buyers listening on (http://127\.0\.0\.1:\d+)\n", line)
