@@ -115,12 +115,14 @@ class Process:
         self.popen = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env or clean_env(),
                                       stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
+        with self.popen.stdout:
+            for line in self.popen.stdout:
+                self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
     @property
@@ -149,6 +151,7 @@ class Process:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
+        self._reader.join(10)  # it closes the pipe at its end
         self._stderr.close()
 
 
