@@ -218,11 +218,11 @@ class Connection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         # The hot path: a ping's head and body usually come in one call, and then this adds
-        # a few attribute reads and no timer (between_requests, inlined).
+        # a few attribute reads and no timer. ``waiter`` is read before the parser runs: the
+        # branch that uses it is the one where no head completed, so it is still as it was.
         waiter = self._waiter
-        starts_head = self._head_timer is None and waiter is not None and not waiter.done()
         count = self._request_count
-        super().data_received(data)
+        RequestHandler.data_received(self, data)
         if self._body_timer is not None and (self._body is None or self._body.is_eof()):
             self._body_timer.cancel()
             self._body_timer = self._body = None
@@ -237,7 +237,7 @@ class Connection(RequestHandler):
             if body is not None and not body.is_eof():
                 self._body = body
                 self._body_timer = self._loop.call_later(self._limits.body_timeout_s, self._body_late)
-        elif starts_head and data:
+        elif self._head_timer is None and waiter is not None and not waiter.done() and data:  # between_requests
             self._head_timer = self._loop.call_later(self._limits.header_timeout_s, self._head_late)
 
     def _refuse_body(self, body: StreamReader) -> None:
