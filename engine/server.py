@@ -21,7 +21,7 @@ from . import money, normalize
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
-from .connections import BodyTimeout, drop_server_header, parser_reason
+from .connections import BodyTimeout, parser_reason
 from .errors import ApiError, refused
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
@@ -509,7 +509,6 @@ def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Ap
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/openapi.json", routes.openapi_json)
-    app.on_response_prepare.append(drop_server_header)
 
     async def lifecycle(app: web.Application) -> Any:
         await store.start(config.campaigns, config.exchange)
