@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 
+from pingpost.launch import Child, NotListening
 from tests.helpers_contract import parse_rfc3339_utc
 from tests.redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
 
@@ -106,58 +105,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(sdist, log, unpacked, venv, outside)
 
 
-class Process:
-    """A running command; its stdout read line by line as it comes, stderr kept in a file."""
-
-    def __init__(self, command: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.stderr_path = cwd / f"stderr-{os.getpid()}-{id(self)}.txt"
-        self._stderr: TextIO = self.stderr_path.open("w")
-        self.popen = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env or clean_env(),
-                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """The first stdout line matching ``pattern``; fails when the process ends first."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} within {timeout} s; stderr:\n{self.stderr[-4000:]}")
-            if line is None:
-                pytest.fail(f"exited {self.popen.wait()} before {pattern!r}; stderr:\n{self.stderr[-4000:]}")
-            found = re.fullmatch(pattern, line)
-            if found:
-                return found
-
-    def stop(self, timeout: float = 30) -> int:
-        self.popen.terminate()
-        return self.popen.wait(timeout)
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self._stderr.close()
-
-
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
+def processes() -> Iterator[list[Child]]:
+    started: list[Child] = []
     yield started
     for process in started:
-        process.close()
+        process.kill()
+
+
+def start(processes: list[Child], command: list[str | Path], cwd: Path, pattern: str) -> tuple[Child, str]:
+    """Run ``command`` until it says where it listens: the process, and the first group of
+    ``pattern``, which that line must match whole; fails with the command's stderr otherwise."""
+    try:
+        process = Child.start([str(c) for c in command], timeout=60, cwd=cwd, env=clean_env())
+    except NotListening as exc:
+        pytest.fail(str(exc)[-4000:])
+    processes.append(process)
+    found = re.fullmatch(pattern, process.listening)
+    assert found, process.listening
+    return process, found.group(1)
 
 
 def call(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -213,23 +179,21 @@ def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(install
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_server: RedisServer,  # noqa: F811
-                                                   processes: list[Process], workers: int) -> None:
+                                                   processes: list[Child], workers: int) -> None:
     """The example config, run by the installed command from outside the tree, with simulated
     buyers that always bid and accept; a ping gets a price and its post sells."""
     redis_server.flush()
-    buyers = Process([installed.pingpost, "buyers", "--port", "0", "--seed", "1", "--no-bid-rate", "0",
-                      "--reject-rate", "0"], installed.outside)
-    processes.append(buyers)
-    buyers_url = buyers.wait_for(r"buyers listening on (http://127\.0\.0\.1:\d+)").group(1)
+    _, buyers_url = start(processes, [installed.pingpost, "buyers", "--port", "0", "--seed", "1", "--no-bid-rate",
+                                      "0", "--reject-rate", "0"], installed.outside,
+                          r"buyers listening on (http://127\.0\.0\.1:\d+)")
     example = (installed.unpacked / "examples" / "exchange.toml").read_text()
     assert "http://127.0.0.1:9100/" in example
     config = installed.outside / f"exchange-{workers}.toml"
     config.write_text(example.replace("http://127.0.0.1:9100", buyers_url))
 
-    serve = Process([installed.pingpost, "serve", "--redis", redis_server.url, "--config", config, "--port", "0",
-                     "--workers", str(workers)], installed.outside)
-    processes.append(serve)
-    url = serve.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    serve, url = start(processes, [installed.pingpost, "serve", "--redis", redis_server.url, "--config", config,
+                                   "--port", "0", "--workers", str(workers)], installed.outside,
+                       r"listening on (http://127\.0\.0\.1:\d+)")
 
     status, answer = call(url + "/v1/ping", PING)
     assert status == 200, answer
@@ -245,8 +209,10 @@ def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_s
     assert (sold["ping_id"], sold["status"], sold["price"], sold["attempts"]) == (
         answer["ping_id"], "sold", answer["price"], 1)
 
-    assert serve.stop() == 0, serve.stderr
-    assert "Traceback" not in serve.stderr
+    code = serve.stop(30)
+    stderr = "\n".join(serve.stderr)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
 
 
 def test_the_sdist_tests_pass_against_the_installed_wheel(installed: Installed) -> None:

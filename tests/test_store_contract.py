@@ -14,6 +14,7 @@ from typing import Awaitable, Callable, Sequence
 import pytest
 
 from pingpost.config import Campaign, Caps, Exchange
+from pingpost.launch import free_port
 from pingpost.schema import CampaignOutcome, PingFields
 from pingpost.store import memory
 from pingpost.store.base import OpenedPost, Store, StoreUnavailable
@@ -21,7 +22,7 @@ from pingpost.store.memory import MemoryStore
 from pingpost.store.redis import DEADLINE_S, RedisStore, redacted
 from pingpost.targeting import BENCHED, CAPPED, OPEN
 from pingpost.trace import PingRecord, PostRecord, RankedBid
-from tests.redis_support import (RedisServer, cli, free_port, keys_without_ttl, redis_cluster,  # noqa: F401
+from tests.redis_support import (RedisServer, cli, keys_without_ttl, redis_cluster,  # noqa: F401
                                  redis_server)
 
 KINDS = ("memory", "redis", "cluster")

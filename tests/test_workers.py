@@ -22,8 +22,9 @@ import aiohttp
 import psutil
 import pytest
 
+from pingpost.launch import free_port
 from tests.conftest import LEAD, PING, SELLER_KEY, accept, base_config, bid
-from tests.helpers_process import Served, free_port, run_cli, write_config
+from tests.helpers_process import Served, run_cli, write_config
 from tests.redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
 
 VIEW_DELAY_S = 0.25 + 0.35
