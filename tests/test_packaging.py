@@ -28,11 +28,11 @@ import pytest
 
 from pingpost.launch import Child, NotListening
 from tests.helpers_contract import parse_rfc3339_utc
-from tests.redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE_LUA = sorted(p.name for p in (ROOT / "engine" / "store" / "lua").glob("*.lua"))
-TREE_TESTS = sorted(p.name for p in (ROOT / "tests").glob("*.py"))
+TREE_TESTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py"))
 
 #: The quick test modules run from the unpacked sdist against the installed wheel: the
 #: targeting rules on the extension the wheel compiled, and the sdist's example config.
@@ -150,9 +150,10 @@ def test_the_sdist_carries_the_cython_source_the_data_files_and_the_tests(instal
             "MANIFEST.in", "README.md", "LICENSE"} <= names
     assert {f"engine/store/lua/{name}" for name in TREE_LUA} <= names
     assert "open_post.lua" in TREE_LUA
-    # Every test module and helper (redis_support, helpers_*, conftest), so the sdist's tests run.
-    assert {f"tests/{name}" for name in TREE_TESTS} <= names
-    assert {"tests/redis_support.py", "tests/conftest.py", "tests/helpers_process.py"} <= names
+    # Every test module and helper (redis_support, helpers_*, conftest, support/), so the sdist's tests run.
+    assert set(TREE_TESTS) <= names
+    assert {"tests/redis_support.py", "tests/conftest.py", "tests/helpers_process.py", "tests/support/__init__.py",
+            "tests/support/buyers.py", "tests/support/exchange.py", "tests/support/clock.py"} <= names
 
 
 def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(installed: Installed) -> None:
@@ -178,7 +179,7 @@ def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(install
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_server: RedisServer,  # noqa: F811
+def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_server: RedisServer,
                                                    processes: list[Child], workers: int) -> None:
     """The example config, run by the installed command from outside the tree, with simulated
     buyers that always bid and accept; a ping gets a price and its post sells."""
@@ -231,7 +232,7 @@ def test_the_sdist_tests_pass_against_the_installed_wheel(installed: Installed) 
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_package_without_its_lua_scripts_says_so_in_one_line(tmp_path: Path, redis_server: RedisServer,  # noqa: F811
+def test_a_package_without_its_lua_scripts_says_so_in_one_line(tmp_path: Path, redis_server: RedisServer,
                                                                workers: int) -> None:
     """What an install that left out the package data did: the message names the missing
     script, not an option the operator never gave, and no traceback, with or without workers."""

@@ -6,8 +6,9 @@ import asyncio
 import datetime
 import pytest
 
-from tests.conftest import LEAD, OTHER_KEY, PING, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import assert_error, assert_error_shape, eventually, lead, ping, ping_ok, sold_ping
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, OTHER_KEY, PING, base_config
 
 
 async def test_sold_answer_and_buyer_post_body(buyers, exchange):

@@ -21,8 +21,9 @@ from pingpost.launch import Child
 from pingpost.server import ROUTES, reload
 from pingpost.store.memory import MemoryStore
 from pingpost.targeting import CAPPED, OPEN
-from tests.conftest import PING, SELLER_KEY, base_config, bid
 from tests.helpers_process import Served, write_config
+from tests.support.buyers import bid
+from tests.support.exchange import PING, SELLER_KEY, base_config
 
 
 async def _start(config_path: Path) -> tuple[Child, str]:

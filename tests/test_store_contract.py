@@ -22,8 +22,7 @@ from pingpost.store.memory import MemoryStore
 from pingpost.store.redis import DEADLINE_S, RedisStore, redacted
 from pingpost.targeting import BENCHED, CAPPED, OPEN
 from pingpost.trace import PingRecord, PostRecord, RankedBid
-from tests.redis_support import (RedisServer, cli, keys_without_ttl, redis_cluster,  # noqa: F401
-                                 redis_server)
+from tests.redis_support import RedisServer, cli, keys_without_ttl
 
 KINDS = ("memory", "redis", "cluster")
 VIEW_DELAY_S = 0.25 + 0.1
