@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.buyers",
     "tests.support.exchange",
+    "tests.support.clock",
     "tests.helpers_raw",
     "tests.redis_support",
 ]

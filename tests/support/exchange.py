@@ -5,6 +5,7 @@ and calls it as a seller would; ``base_config`` is the config most tests start f
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from pingpost.config import Config, from_dict
 from pingpost.server import EXCHANGE, make_app
-from pingpost.store.base import Store
+from pingpost.store.base import Clock, Store
 from pingpost.store.memory import MemoryStore
 from tests.support.buyers import BuyerServer
 
@@ -54,8 +55,8 @@ def base_config(buyers: BuyerServer, *campaigns: dict[str, Any], **exchange: Any
 class Exchange:
     """A running exchange and a client session to call it like a seller would."""
 
-    def __init__(self, config: Config, store: Store, ca_file: str | None) -> None:
-        self.app = make_app(config, store, ca_file=ca_file)
+    def __init__(self, config: Config, store: Store, ca_file: str | None, clock: Clock = time.time) -> None:
+        self.app = make_app(config, store, ca_file=ca_file, clock=clock)
         self.store = store
         self.url = ""
         self.session: aiohttp.ClientSession | None = None
@@ -118,11 +119,13 @@ ExchangeFactory = Callable[..., Awaitable[Exchange]]
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[ExchangeFactory]:
-    """``await exchange(config_dict, store=None, ca_file=None)`` starts one; all stop after the test."""
+    """``await exchange(config_dict, store=None, ca_file=None, clock=time.time)`` starts one (on a
+    memory store on ``clock`` unless given a store); all stop after the test."""
     started: list[Exchange] = []
 
-    async def start(config: dict[str, Any], store: Store | None = None, ca_file: str | None = None) -> Exchange:
-        running = Exchange(from_dict(copy.deepcopy(config)), store or MemoryStore(), ca_file)
+    async def start(config: dict[str, Any], store: Store | None = None, ca_file: str | None = None,
+                    clock: Clock = time.time) -> Exchange:
+        running = Exchange(from_dict(copy.deepcopy(config)), store or MemoryStore(clock), ca_file, clock)
         await running.start()
         started.append(running)
         return running
