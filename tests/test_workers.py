@@ -1,4 +1,4 @@
-"""``pingpost serve --workers N --redis URL`` as an operator runs it (issue 4): real processes on
+"""``pingpost serve --workers N --redis URL`` as an operator runs it: real processes on
 real ports, a real redis-server, buyers on a real port in the test.
 
 "sup" is a supervisor with two workers sharing one port (SO_REUSEPORT); "host" is a separate
