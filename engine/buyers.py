@@ -261,7 +261,10 @@ class BuyerClient:
 
         def run(k: int, coro: Any) -> None:
             task = tasks[k] = asyncio.ensure_future(coro)
-            task.add_done_callback(lambda t: tasks.pop(k, None) is not None and settle(k, t.result()))
+            def done(t: asyncio.Task[Answer]) -> None:
+                if tasks.pop(k, None) is not None:
+                    settle(k, t.result())
+            task.add_done_callback(done)
 
         def expire(ks: list[int]) -> None:
             for k in ks:
@@ -285,7 +288,10 @@ class BuyerClient:
                 group = timers[timeout_s] = (loop.call_later(timeout_s, expire, ks), ks)
             group[1].append(k)
             future.add_done_callback(functools.partial(answered, k))
-        deadline = loop.call_later(wait_s, lambda: all_in.done() or all_in.set_result(None)) if left else None
+        def give_up() -> None:
+            if not all_in.done():
+                all_in.set_result(None)
+        deadline = loop.call_later(wait_s, give_up) if left else None
         try:
             if left:
                 await all_in

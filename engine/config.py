@@ -34,7 +34,7 @@ Ms = Annotated[int, Meta(ge=1, le=600_000)]
 Amount = Annotated[float, Meta(ge=0)]
 RuleValue = Union[str, int, float, bool, list[Union[str, int, float, bool]], None]
 
-DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 #: Who may read ``GET /metrics`` unless the file says otherwise: loopback and the private ranges.
 PRIVATE_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
@@ -466,7 +466,7 @@ def rule_problem(rule: Rule) -> str | None:
         return None if isinstance(v, list) and v else f"{rule.op} needs a non-empty list"
     if rule.op == "between":
         ok = (isinstance(v, list) and len(v) == 2 and all(isinstance(x, number) and not isinstance(x, bool) for x in v)
-              and v[0] <= v[1])
+              and float(v[0]) <= float(v[1]))
         return None if ok else "between needs [low, high] numbers with low <= high"
     if rule.op in ("gt", "gte", "lt", "lte"):
         return None if isinstance(v, number) and not isinstance(v, bool) else f"{rule.op} needs a number"

@@ -230,12 +230,29 @@ class Connection(RequestHandler):
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+            if self._body is not None:
+                self._refuse_body(self._body)
+                return
             body = self._messages[-1][1] if self._messages else None
             if body is not None and not body.is_eof():
                 self._body = body
                 self._body_timer = self._loop.call_later(self._limits.body_timeout_s, self._body_late)
         elif starts_head and data:
             self._head_timer = self._loop.call_later(self._limits.header_timeout_s, self._head_late)
+
+    def _refuse_body(self, body: StreamReader) -> None:
+        """The parser refused a body already being read (a bad chunk, a compressed body that
+        does not decode to its end): aiohttp queues a 400 for after the request and leaves
+        the handler waiting for a body that can no longer come. The handler gets the error
+        instead, answers it (400 malformed_request), and the connection closes after that
+        one answer."""
+        refusal, _ = self._messages.pop()
+        body.set_exception(web.RequestPayloadError(parser_reason(getattr(refusal, "exc", None))))
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+        self._body_timer = self._body = None
+        self._lingering_time = 0.0
+        self.close()
 
     def _head_late(self) -> None:
         self._head_timer = None
@@ -253,6 +270,14 @@ class Connection(RequestHandler):
             self._lingering_time = 0.0
             body.set_exception(BodyTimeout())
 
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp logs at error level a body it fails to drain after the answer went out; a
+        body that cannot be decoded is the client's fault, not the exchange's."""
+        if isinstance(kwargs.get("exc_info"), web.RequestPayloadError):
+            log.debug("malformed body", extra={"event": {"event": "malformed_request", "error": "RequestPayloadError"}})
+        else:
+            super().log_exception(*args, **kwargs)
+
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         """aiohttp's answer to a request its parser refused (400) or to an exception that
@@ -261,7 +286,7 @@ class Connection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("an answer is already under way; the connection is given up")
         if status == 400:
-            error = ApiError(400, "malformed_request", _refusal_reason(exc))
+            error = ApiError(400, "malformed_request", f"not a valid HTTP/1.1 request: {parser_reason(exc)}")
             self._limits.metrics.rejected_requests.labels(error.code).inc()
             log.debug("malformed request", extra={"event": {"event": "malformed_request",
                                                             "error": type(exc).__name__}})
@@ -274,12 +299,15 @@ class Connection(RequestHandler):
         return response
 
 
-def _refusal_reason(exc: BaseException | None) -> str:
-    """The parser's reason without the bytes it quotes (llhttp's "reason:\\n\\n  b'...'")."""
+def parser_reason(exc: BaseException | None) -> str:
+    """What aiohttp's parser found wrong, without the bytes it quotes (llhttp's
+    "reason:\\n\\n  b'...'"); a payload error's reason is its cause's."""
+    if isinstance(exc, web.RequestPayloadError):
+        exc = exc.__cause__ or exc
     if isinstance(exc, LineTooLong):
-        return f"not a valid HTTP/1.1 request: a request line or header is longer than {exc.args[1]} bytes"
-    text = str(getattr(exc, "message", "") or "").split(":\n", 1)[0].strip()
-    return f"not a valid HTTP/1.1 request: {text[:200]}" if text else "not a valid HTTP/1.1 request"
+        return f"a request line or header is longer than {exc.args[1]} bytes"
+    text = str(getattr(exc, "message", None) or exc or "").split(":\n", 1)[0].strip()
+    return text[:200] or "unreadable"
 
 
 async def listen(runner: web.AppRunner, limits: Limits, host: str, port: int, tls: ssl.SSLContext | None,

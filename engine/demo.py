@@ -331,8 +331,8 @@ def _report(console: Console, calls: list[traffic.Call], metrics: str, elapsed: 
     counts = campaign_counts(metrics)
     per_buyer: dict[str, dict[str, float]] = {b.id: defaultdict(float) for b in config.buyers}
     for campaign in config.campaigns:
-        for key, value in counts.get(campaign.id, {}).items():
-            per_buyer[campaign.buyer][key] += value
+        for kind, count in counts.get(campaign.id, {}).items():
+            per_buyer[campaign.buyer][kind] += count
     buyers = Table(title="per buyer (from /metrics)")
     columns = {"pings": None, "bids": "ping:bid", "wins": "post:accepted", "rejects": "post:rejected",
                "timeouts": "ping:timeout", "errors": "ping:error"}

@@ -277,7 +277,7 @@ class Client:
     @staticmethod
     async def _lookup(host: str, port: int, loop: asyncio.AbstractEventLoop) -> Addresses:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys((family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos))
+        addresses: Addresses = list(dict.fromkeys((int(family), str(sockaddr[0])) for family, _, _, _, sockaddr in infos))
         if not addresses:
             raise socket.gaierror(socket.EAI_NONAME, f"{host} has no address")
         return addresses

@@ -114,11 +114,13 @@ class Child:
             if found and not self.url:
                 self.url = found.group(1)
                 self._said.set()
+        stream.close()
         self._said.set()
 
     def _read_stderr(self, stream: IO[bytes]) -> None:
         for raw in stream:
             self.stderr.append(raw.decode(errors="replace").rstrip("\n"))
+        stream.close()
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the child's stderr (of the log file, when there is one)."""

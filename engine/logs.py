@@ -32,7 +32,7 @@ def setup(level: str) -> None:
     malformed request, asyncio) at warning or above, in the same JSON lines, never as tracebacks."""
     # The formatter reads none of the caller's file/line, thread or process: stop the
     # logging module from collecting them on every record (a stack walk per ping line).
-    logging._srcfile = None  # type: ignore[attr-defined]  # documented in the logging HOWTO, "Optimization"
+    logging._srcfile = None  # documented in the logging HOWTO, "Optimization"
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -44,7 +44,7 @@ class Metrics:
         # Label children looked up once and kept: ``labels()`` hashes, validates and locks on
         # every call, which the hot path paid once per buyer per ping. Children are still
         # made on first use, so /metrics shows the same series as before.
-        self._bound: dict[tuple[Counter, str, str], Any] = {}
+        self._bound: dict[tuple[object, ...], Any] = {}
 
     def _child(self, counter: Counter, *labels: str) -> Any:
         key = (counter, *labels)

@@ -144,8 +144,6 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         return 2
     fd_before, fd_limit = raise_fd_limit()
     limits = Limits.for_descriptors(config.exchange, fd_limit, app[EXCHANGE].metrics)
-    log.info("descriptor limit", extra={"event": {"event": "fd_limit", "soft_before": fd_before, "soft": fd_limit,
-                                                  "seller_connections": limits.max_connections}})
     grace = (config.exchange.auction_timeout_ms + config.exchange.post_timeout_ms) / 1000 + 1
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
     await runner.setup()
@@ -155,6 +153,9 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         print(f"pingpost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         await runner.cleanup()
         return 1
+    # Logged once the port is ours: a refused start is one line, nothing before it.
+    log.info("descriptor limit", extra={"event": {"event": "fd_limit", "soft_before": fd_before, "soft": fd_limit,
+                                                  "seller_connections": limits.max_connections}})
     scheme = "https" if tls else "http"
     port = listener.sockets[0].getsockname()[1]
     listener_lost = False

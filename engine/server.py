@@ -22,7 +22,7 @@ from . import money, normalize
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
-from .connections import BodyTimeout, drop_server_header
+from .connections import BodyTimeout, drop_server_header, parser_reason
 from .errors import ApiError, refused
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
@@ -275,7 +275,8 @@ def post_answer(ping_id: str, result: PostRecord) -> PostResponse:
     if result.status == "sold" and result.price_cents is not None:
         answer.status = "sold"
         answer.price = money.to_amount(result.price_cents)
-        answer.lead_id = result.lead_id
+        if result.lead_id is not None:
+            answer.lead_id = result.lead_id
     return answer
 
 
@@ -377,6 +378,8 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(ApiError(exc.status, "http_error", exc.reason))
     except StoreUnavailable:
         return error_response(ApiError(503, "store_unavailable", "the shared store is unreachable; retry"))
+    except web.RequestPayloadError as exc:  # a body aiohttp cannot decode: bad chunks, gzip that is not
+        return error_response(ApiError(400, "malformed_request", f"the body cannot be read: {parser_reason(exc)}"))
     except BodyTimeout:
         exchange = request.app[EXCHANGE]
         exchange.metrics.rejected_requests.labels("request_timeout").inc()

@@ -324,7 +324,7 @@ async def test_an_answer_ended_by_close_is_read_whole(buyers, exchange, raw_buye
     post = raw_buyer.script("post", until_close(b'{"accepted": true, "lead_id": "eof-lead"}', version))
     ex = await exchange(base_config(buyers, {"id": "eof", "ping_url": ping, "post_url": post},
                                     {"id": "good", "buyer": "b2"}))
-    for round_ in (1, 2):
+    for _ in (1, 2):
         status, answered = await ex.ping(PING)
         assert status == 200 and answered["price"] == 7.5, answered
         status, sold = await ex.post(answered["ping_id"], LEAD)

@@ -404,6 +404,16 @@ REFUSED = {
 }
 
 
+AUTHORIZED = (f"POST /v1/ping HTTP/1.1\r\nHost: exchange\r\nAuthorization: Bearer {SELLER_KEY}\r\n"
+              "Content-Type: application/json\r\n").encode()
+#: Bodies that cannot be decoded, sent after the head so the handler is already reading them.
+UNREADABLE = {
+    "gzip that is not": (AUTHORIZED + b"Content-Encoding: gzip\r\nContent-Length: 10\r\n\r\n", b"0123456789"),
+    "deflate that is not": (AUTHORIZED + b"Content-Encoding: deflate\r\nContent-Length: 4\r\n\r\n", b"zzzz"),
+    "bad chunk": (AUTHORIZED + b"Transfer-Encoding: chunked\r\n\r\n", b"5\r\n{\"ver\r\nzz\r\n"),
+}
+
+
 async def test_requests_the_parser_refuses_get_the_json_error_shape(tmp_path: Path, buyers: BuyerServer) -> None:
     served = await Served.start(tmp_path, config(buyers))
     try:
@@ -415,6 +425,13 @@ async def test_requests_the_parser_refuses_get_the_json_error_shape(tmp_path: Pa
             assert_error_shape(answer, 400, "malformed_request")
             assert "server" not in answer.headers, name
             assert b"Zelda" not in answer.body and b"zzz" not in answer.body, name
+        for head, body in UNREADABLE.values():
+            reader, writer = await connect(served.port)
+            writer.write(head)
+            await asyncio.sleep(0.2)
+            writer.write(body)
+            _, data = await closed_after(reader, 0)
+            assert_error_shape(parse_answer(data), 400, "malformed_request")
         assert (await exchange_once(served.port, HEALTHZ)).status == 200
     finally:
         await stop(served)

@@ -142,7 +142,8 @@ def table(report: dict[str, Any]) -> Any:
                ("p50 ms", "latency_p50_ms", ".1f"), ("p95 ms", "latency_p95_ms", ".1f"),
                ("p99 ms", "latency_p99_ms", ".1f"), ("max ms", "latency_max_ms", ".1f"),
                ("ovh p99 ms", "overhead_p99_ms", ".1f"), ("errors", "errors", "d"),
-               ("CPU µs/ping", "cpu_us_per_ping", ",.0f"), ("pings/core-s", "pings_per_core_s", ",.0f"), ("exch CPU", "exchange_cpu", ".2f"),
+               ("CPU µs/ping", "cpu_us_per_ping", ",.0f"), ("pings/core-s", "pings_per_core_s", ",.0f"),
+               ("exch CPU", "exchange_cpu", ".2f"),
                ("gen+buyers CPU", None, ""), ("RSS MB", "rss_mb", ".0f")]
     for header, _, _ in columns:
         t.add_column(header, justify="left" if header == "scenario" else "right")

@@ -23,7 +23,7 @@ import sys
 import typing
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Sequence
 
 import httptools
 import msgspec
@@ -92,7 +92,8 @@ def load_profile(path: str | Path | None, defaults: dict[str, Any] | None = None
     raw = _ProfileFile()
     if path is not None:
         path = Path(path)
-        decode = {".toml": msgspec.toml.decode, ".json": msgspec.json.decode}.get(path.suffix.lower())
+        decoders: dict[str, Callable[..., Any]] = {".toml": msgspec.toml.decode, ".json": msgspec.json.decode}
+        decode = decoders.get(path.suffix.lower())
         if decode is None:
             raise ProfileError(f"{path}: the file name must end in .toml or .json")
         try:
@@ -102,7 +103,7 @@ def load_profile(path: str | Path | None, defaults: dict[str, Any] | None = None
     return build_profile(raw.default | (defaults or {}), raw.campaigns, raw.any_campaign)
 
 
-def build_profile(default: dict[str, Any], campaigns: list[dict[str, Any]] = (),
+def build_profile(default: dict[str, Any], campaigns: Sequence[dict[str, Any]] = (),
                   any_campaign: bool | None = None) -> Profile:
     """Campaign entries inherit every field they leave out from ``default``. Unless told,
     unknown ids are served only when no campaign is listed (a profile of defaults alone)."""

@@ -384,9 +384,9 @@ class RedisStore(Store):
         for i, (h, d, b) in zip(capped, replies):
             view[i] = self.limits[i].block(False, h, d, b)
         for campaign_id in benched:
-            i = self._numbers.get(campaign_id.decode())
-            if i is not None:
-                view[i] = BENCHED
+            number = self._numbers.get(campaign_id.decode())
+            if number is not None:
+                view[number] = BENCHED
         self.blocks[:] = view
         for i, cents in enumerate(replies[-1] if ids else ()):
             if cents is not None:
