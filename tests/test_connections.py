@@ -18,7 +18,7 @@ import ssl
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import trustme
@@ -76,8 +76,22 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     return Answer(int(lines[0].split(" ")[1]), headers, body)
 
 
-async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port)
+#: Client connections a test opened; most are closed by the exchange, all are closed here.
+_opened: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    for writer in _opened:
+        writer.close()
+    _opened.clear()
+
+
+async def connect(port: int, **options: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, **options)
+    _opened.append(writer)
+    return reader, writer
 
 
 async def exchange_once(port: int, request: bytes, timeout: float = 5) -> Answer:
@@ -476,7 +490,7 @@ async def test_a_silent_tls_client_is_closed_within_the_header_timeout(tmp_path:
         assert 0.8 <= after <= 4, f"closed after {after:.2f} s"
         client = ssl.create_default_context()
         ca.configure_trust(client)
-        reader, writer = await asyncio.open_connection("127.0.0.1", served.port, ssl=client)
+        reader, writer = await connect(served.port, ssl=client)
         since = loop.time()
         after, _ = await closed_after(reader, since)  # handshake done, no request
         assert 0.8 <= after <= 4, f"closed after {after:.2f} s"
