@@ -1,4 +1,4 @@
-"""Hot-path benchmarks (issue 3): compiled beside reference, in one run.
+"""Hot-path benchmarks: compiled targeting and ranking beside the reference, in one run.
 
 Run: ``taskset -c 1 .venv/bin/pytest bench/ --benchmark-only`` (results: docs/performance.md).
 """

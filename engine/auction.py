@@ -27,7 +27,7 @@ from .errors import ApiError, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
-from .store.base import Numbering, Store, StoreUnavailable
+from .store.base import Clock, Numbering, Store, StoreUnavailable
 from .targeting import Bid, Index, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
@@ -102,8 +102,10 @@ def prepare(config: Config) -> Prepared:
 class Exchange:
     """One worker's auction engine over a config, a store and a buyer client."""
 
-    def __init__(self, config: Config, store: Store, client: BuyerClient, metrics: Metrics) -> None:
+    def __init__(self, config: Config, store: Store, client: BuyerClient, metrics: Metrics,
+                 clock: Clock = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.client = client
         self.metrics = metrics
         self.journal = Journal()
@@ -130,7 +132,7 @@ class Exchange:
         if timeout_ms is not None:
             budget_ms = min(budget_ms, timeout_ms)
         deadline = started + budget_ms / 1000
-        now = time.time()
+        now = self.clock()
         ping_id = os.urandom(12).hex()
         seller_id = seller.seller.id
         index = self.index
@@ -225,7 +227,7 @@ class Exchange:
         if not opened.acquired:
             raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
         try:
-            check_post(record, lead, time.time(), self.verticals.get(record.ping.vertical))
+            check_post(record, lead, self.clock(), self.verticals.get(record.ping.vertical))
         except ApiError:
             await self.store.unlock_post(ping_id)
             raise
@@ -297,7 +299,7 @@ class Exchange:
                 continue
             reservation = None
             if not record.test:
-                reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, time.time()),
+                reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, self.clock()),
                                                        *(write() for write in settle))
                 settle.clear()
                 if reservation is None:

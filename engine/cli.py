@@ -17,7 +17,7 @@ COMMANDS = {
     "check": ("pingpost.check", "check a config file and print every error, without starting anything"),
     "buyers": ("pingpost.sim.buyers", "run simulated buyers (many campaigns on one port)"),
     "demo": ("pingpost.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
-    "bench": ("pingpost.bench", "measure throughput and latency against simulated buyers (docs/performance.md)"),
+    "bench": ("pingpost.benchmark", "measure throughput and latency against simulated buyers (docs/performance.md)"),
 }
 
 

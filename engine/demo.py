@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import config as exchange_config
+from . import launch
 from .sim import traffic
 
 VERTICALS = ("auto_insurance", "home_insurance")
@@ -193,7 +192,6 @@ bid_max = 30.0
 reject_rate = 0.6
 """
 
-READY = re.compile(r"listening on (https?://\S+)")
 STARTUP_S = 30.0
 STOP_S = 20.0
 
@@ -208,13 +206,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="pingpost-demo-") as tmp:
         workdir = Path(tmp)
-        children: list[Child] = []
+        children: list[launch.Child] = []
         try:
-            buyers = Child.start("buyers", workdir, "--host", "127.0.0.1", "--port", "0", "--seed", str(args.seed),
-                                 "--profile", _write(workdir / "buyers.toml", PROFILE))
+            buyers = _start("buyers", workdir, "--host", "127.0.0.1", "--port", "0", "--seed", str(args.seed),
+                            "--profile", _write(workdir / "buyers.toml", PROFILE))
             children.append(buyers)
             config_path = _write(workdir / "exchange.toml", CONFIG.format(buyers=buyers.url))
-            exchange = Child.start("serve", workdir, "--host", "127.0.0.1", "--port", "0", "--config", config_path)
+            exchange = _start("serve", workdir, "--host", "127.0.0.1", "--port", "0", "--config", config_path)
             children.append(exchange)
             console.print(f"exchange on {exchange.url}, simulated buyers on {buyers.url}")
             calls, metrics, elapsed = uvloop.run(_traffic(exchange.url, args, console))
@@ -222,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[red]demo failed:[/red] {exc}")
             return 1
         finally:
-            stopped = [child.stop() for child in reversed(children)]
+            stopped = [_stop(child) for child in reversed(children)]
         problems = [problem for problem in stopped if problem]
         summary = _report(console, calls, metrics, elapsed, exchange_config.load(config_path))
         if summary.failures:
@@ -242,50 +240,26 @@ class DemoError(Exception):
     pass
 
 
-class Child:
-    """A ``pingpost`` subcommand in its own process, logging to a file in the work dir."""
+def _start(command: str, workdir: Path, *options: str) -> launch.Child:
+    """``pingpost COMMAND`` in its own process, logging to a file in the work dir, once it
+    says where it listens (its ``url``, with the bound port)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
+                                                       os.environ.get("PYTHONPATH")]))}
+    try:
+        return launch.Child.start([sys.executable, "-m", "pingpost.cli", command, "--log-level", "warning", *options],
+                                  timeout=STARTUP_S, name=f"pingpost {command}", log=workdir / f"{command}.log",
+                                  env=env)
+    except launch.NotListening as exc:
+        raise DemoError(str(exc)) from None
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.name, self.process, self.log = name, process, log
-        self.url = ""
 
-    @classmethod
-    def start(cls, command: str, workdir: Path, *options: str) -> Child:
-        """Start and wait for the ``listening on`` line (which carries the bound port)."""
-        log = workdir / f"{command}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
-                                                           os.environ.get("PYTHONPATH")]))}
-        with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "pingpost.cli", command, "--log-level", "warning",
-                                        *options], stdout=out, stderr=subprocess.STDOUT, env=env)
-        child = cls(command, process, log)
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            found = READY.search(log.read_text(errors="replace"))
-            if found:
-                child.url = found.group(1)
-                return child
-            if process.poll() is not None:
-                raise DemoError(f"pingpost {command} exited with {process.returncode}:\n{child.tail()}")
-            time.sleep(0.02)
-        child.process.kill()
-        raise DemoError(f"pingpost {command} did not start within {STARTUP_S:g} s:\n{child.tail()}")
-
-    def stop(self) -> str | None:
-        """SIGTERM and wait; what went wrong, or None for a clean exit 0."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return f"pingpost {self.name} did not stop within {STOP_S:g} s of SIGTERM"
-        return None if code == 0 else f"pingpost {self.name} exited with {code}:\n{self.tail()}"
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+def _stop(child: launch.Child) -> str | None:
+    """SIGTERM and wait; what went wrong, or None for a clean exit 0."""
+    code = child.stop(STOP_S)
+    if code is None:
+        return f"{child.name} did not stop within {STOP_S:g} s of SIGTERM"
+    return None if code == 0 else f"{child.name} exited with {code}:\n{child.tail()}"
 
 
 async def _traffic(url: str, args: argparse.Namespace, console: Console) -> tuple[list[traffic.Call], str, float]:

@@ -1,7 +1,7 @@
 """Every message that crosses the exchange's edge, as msgspec Structs.
 
 One Struct per message, built once at import: msgspec decodes and validates in a single
-pass, and the same Structs produce the OpenAPI document (``openapi()``), so the docs
+pass, and the same Structs produce the OpenAPI document (``openapi.document()``), so the docs
 cannot drift from what the server accepts.
 """
 

@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import time
 from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import msgspec
@@ -27,7 +28,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
 from .schema import (ATTRIBUTE_RULE, NUMBER_RULE, RULES, WHOLE_NUMBER_RULE, DirectPostRequest, FieldError, Health,
                      Lead, PingFields, PingRequest, PingResponse, PostRequest, PostResponse)
-from .store.base import Store, StoreUnavailable
+from .store.base import Clock, Store, StoreUnavailable
 from .trace import PingRecord, PostRecord, rfc3339, to_trace
 
 log = logging.getLogger("pingpost.server")
@@ -496,10 +497,11 @@ def _opt(value: int | msgspec.UnsetType) -> int | None:
     return None if value is msgspec.UNSET else value
 
 
-def make_app(config: Config, store: Store, ca_file: str | None = None) -> web.Application:
-    """The exchange as an aiohttp app; the store and buyer client start and stop with it."""
+def make_app(config: Config, store: Store, ca_file: str | None = None, clock: Clock = time.time) -> web.Application:
+    """The exchange as an aiohttp app; the store and buyer client start and stop with it.
+    ``clock`` is the auction's time of day; a test passes the one its store runs on."""
     app = web.Application(middlewares=[error_shape], client_max_size=MAX_BODY, handler_args={"max_field_size": 8190})
-    exchange = Exchange(config, store, BuyerClient(ca_file), Metrics())
+    exchange = Exchange(config, store, BuyerClient(ca_file), Metrics(), clock)
     app[EXCHANGE] = exchange
     routes = app[ROUTES] = Routes(exchange)
     app.router.add_post("/v1/ping", routes.ping)

@@ -1,7 +1,7 @@
 """Shared helpers for the contract tests (test_ping, test_post, test_caps, ...).
 
 Everything here drives the real exchange over HTTP; nothing is mocked. Kept apart from
-``conftest.py`` (which other suites own) so the contract suite can grow its own tools.
+``tests/support/`` (which other suites share) so the contract suite can grow its own tools.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import datetime
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, base_config
+from tests.support.buyers import BuyerServer
+from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 
 ERROR_STATUSES = {
     "malformed_json": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "post_in_progress": 409,

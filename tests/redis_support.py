@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from pingpost.launch import free_port
+
 INSTALL_HINT = "redis-server is not installed; install it with: apt-get install -y redis-server"
 
 
@@ -26,12 +28,6 @@ def binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} not found on PATH. {INSTALL_HINT}", pytrace=False)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_cluster_port() -> int:

@@ -10,8 +10,9 @@ import asyncio
 
 import pytest
 
-from tests.conftest import LEAD, PING, SELLER_KEY, bid
 from tests.helpers_contract import assert_error, eventually, make_config, ping_ok, raw
+from tests.support.buyers import bid
+from tests.support.exchange import LEAD, PING, SELLER_KEY
 
 ROUTES = [("POST", "/v1/ping", PING), ("POST", "/v1/post", {"ping_id": "x", "lead": LEAD}),
           ("POST", "/v1/leads", {**PING, "lead": LEAD}), ("GET", "/v1/pings/abc", None)]

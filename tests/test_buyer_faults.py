@@ -18,11 +18,10 @@ import pytest
 import trustme
 
 from pingpost import http1
-from tests.conftest import LEAD, PING, accept, base_config, bid
-from tests.helpers_raw import (RawBuyer, Script, answer, close_midway, closed_port_url, garbage, hang, raw_buyer,
-                               reset, trickle)
-
-__all__ = ["raw_buyer"]
+from tests.helpers_raw import (RawBuyer, Script, answer, close_midway, closed_port_url, garbage, hang, reset,
+                               trickle)
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, base_config
 
 TIMEOUT_MS = 200        # the bad campaign's ping timeout
 POST_TIMEOUT_MS = 300   # its post timeout

@@ -8,8 +8,9 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import LEAD, SELLER_TEST_KEY, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import eventually, lead, make_config, offers, outcomes, ping_ok, sold_ping
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, SELLER_TEST_KEY, base_config
 
 
 def nth(*replies: Reply) -> Callable[[dict[str, Any]], Reply]:

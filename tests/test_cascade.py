@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import LEAD, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import make_config, offers, ping_ok, sold_ping
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, base_config
 
 
 def recording(order: list[str], campaign_id: str, reply: Reply) -> Callable[[dict[str, Any]], Reply]:

@@ -3,8 +3,8 @@ nothing started."""
 
 from __future__ import annotations
 
-from tests.conftest import base_config
 from tests.helpers_process import run_cli, write_config
+from tests.support.exchange import base_config
 
 
 async def test_a_good_file_is_one_ok_line_and_exit_0(buyers, tmp_path):

@@ -9,8 +9,9 @@ import copy
 import pytest
 
 from pingpost.config import ConfigError, from_dict
-from tests.conftest import PING, base_config, bid
 from tests.helpers_process import run_cli, write_config
+from tests.support.buyers import bid
+from tests.support.exchange import PING, base_config
 
 LIVE, TEST, TOKEN = "acme-live-from-env-7f3a", "acme-test-from-env-7f3a", "buyer-token-from-env-7f3a"
 

@@ -26,8 +26,9 @@ import trustme
 from pingpost.config import Exchange
 from pingpost.connections import Limits
 from pingpost.metrics import Metrics
-from tests.conftest import PING, SELLER_KEY, BuyerServer, base_config, bid
 from tests.helpers_process import Served, run_cli, write_config
+from tests.support.buyers import BuyerServer, bid
+from tests.support.exchange import PING, SELLER_KEY, base_config
 
 PING_BODY = json.dumps(PING).encode()
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: exchange\r\n\r\n"

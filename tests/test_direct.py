@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LEAD, OTHER_KEY, PING, SELLER_TEST_KEY, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import assert_error, lead, ping
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, OTHER_KEY, PING, SELLER_TEST_KEY, base_config
 
 
 def direct_body(lead_fields: dict | None = None, **ping_changes) -> dict:

@@ -12,10 +12,9 @@ import pytest
 
 from pingpost import http1
 from pingpost.buyers import MAX_ANSWER, tls_context
-from tests.conftest import LEAD, PING, accept, base_config, bid
-from tests.helpers_raw import answer, hang, raw_buyer
-
-__all__ = ["raw_buyer"]
+from tests.helpers_raw import answer, hang
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, base_config
 
 
 async def timed(coro: Any) -> tuple[Any, float]:

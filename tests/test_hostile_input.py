@@ -15,8 +15,9 @@ import pytest
 
 from pingpost.config import ConfigError, from_dict
 from pingpost.schema import RULES, DirectPostRequest, Lead, PingRequest, PostLead, PostRequest
-from tests.conftest import LEAD, PING, accept, base_config, bid
 from tests.helpers_contract import assert_error, ping_ok, raw
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, base_config
 
 PING_ROUTE, POST_ROUTE, DIRECT_ROUTE = "/v1/ping", "/v1/post", "/v1/leads"
 DEEP = 5000  # far past the ~1000 levels of Python's recursion limit; well inside 64 KiB

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LEAD, PING, SELLER_KEY, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import assert_error
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 
 
 async def scrape(ex: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

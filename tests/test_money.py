@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from pingpost import money, normalize
 from pingpost.targeting import Bid, rank
-from tests.conftest import LEAD, accept, base_config, bid
 from tests.helpers_contract import make_config, outcomes, ping_ok, sold_ping
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, base_config
 
 # HTTP -----------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from pingpost.config import from_dict
 from pingpost.openapi import document
 from pingpost.schema import DirectPostRequest, PingRequest, PingResponse, PostRequest, PostResponse
 from pingpost.store.memory import MemoryStore
-from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, Exchange, accept, base_config, bid
+from tests.support.buyers import BuyerServer, accept, bid
+from tests.support.exchange import LEAD, PING, SELLER_KEY, Exchange, base_config
 
 AUTH = {"Authorization": f"Bearer {SELLER_KEY}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -12,28 +12,27 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 
+from pingpost.launch import Child, NotListening
 from tests.helpers_contract import parse_rfc3339_utc
-from tests.redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE_LUA = sorted(p.name for p in (ROOT / "engine" / "store" / "lua").glob("*.lua"))
-TREE_TESTS = sorted(p.name for p in (ROOT / "tests").glob("*.py"))
+TREE_TESTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py"))
 
 #: The quick test modules run from the unpacked sdist against the installed wheel: the
 #: targeting rules on the extension the wheel compiled, and the sdist's example config.
@@ -106,61 +105,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(sdist, log, unpacked, venv, outside)
 
 
-class Process:
-    """A running command; its stdout read line by line as it comes, stderr kept in a file."""
-
-    def __init__(self, command: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.stderr_path = cwd / f"stderr-{os.getpid()}-{id(self)}.txt"
-        self._stderr: TextIO = self.stderr_path.open("w")
-        self.popen = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env or clean_env(),
-                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        with self.popen.stdout:
-            for line in self.popen.stdout:
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """The first stdout line matching ``pattern``; fails when the process ends first."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} within {timeout} s; stderr:\n{self.stderr[-4000:]}")
-            if line is None:
-                pytest.fail(f"exited {self.popen.wait()} before {pattern!r}; stderr:\n{self.stderr[-4000:]}")
-            found = re.fullmatch(pattern, line)
-            if found:
-                return found
-
-    def stop(self, timeout: float = 30) -> int:
-        self.popen.terminate()
-        return self.popen.wait(timeout)
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self._reader.join(10)  # it closes the pipe at its end
-        self._stderr.close()
-
-
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
+def processes() -> Iterator[list[Child]]:
+    started: list[Child] = []
     yield started
     for process in started:
-        process.close()
+        process.kill()
+
+
+def start(processes: list[Child], command: list[str | Path], cwd: Path, pattern: str) -> tuple[Child, str]:
+    """Run ``command`` until it says where it listens: the process, and the first group of
+    ``pattern``, which that line must match whole; fails with the command's stderr otherwise."""
+    try:
+        process = Child.start([str(c) for c in command], timeout=60, cwd=cwd, env=clean_env())
+    except NotListening as exc:
+        pytest.fail(str(exc)[-4000:])
+    processes.append(process)
+    found = re.fullmatch(pattern, process.listening)
+    assert found, process.listening
+    return process, found.group(1)
 
 
 def call(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -187,9 +150,10 @@ def test_the_sdist_carries_the_cython_source_the_data_files_and_the_tests(instal
             "MANIFEST.in", "README.md", "LICENSE"} <= names
     assert {f"engine/store/lua/{name}" for name in TREE_LUA} <= names
     assert "open_post.lua" in TREE_LUA
-    # Every test module and helper (redis_support, helpers_*, conftest), so the sdist's tests run.
-    assert {f"tests/{name}" for name in TREE_TESTS} <= names
-    assert {"tests/redis_support.py", "tests/conftest.py", "tests/helpers_process.py"} <= names
+    # Every test module and helper (redis_support, helpers_*, conftest, support/), so the sdist's tests run.
+    assert set(TREE_TESTS) <= names
+    assert {"tests/redis_support.py", "tests/conftest.py", "tests/helpers_process.py", "tests/support/__init__.py",
+            "tests/support/buyers.py", "tests/support/exchange.py", "tests/support/clock.py"} <= names
 
 
 def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(installed: Installed) -> None:
@@ -215,24 +179,22 @@ def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(install
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_server: RedisServer,  # noqa: F811
-                                                   processes: list[Process], workers: int) -> None:
+def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_server: RedisServer,
+                                                   processes: list[Child], workers: int) -> None:
     """The example config, run by the installed command from outside the tree, with simulated
     buyers that always bid and accept; a ping gets a price and its post sells."""
     redis_server.flush()
-    buyers = Process([installed.pingpost, "buyers", "--port", "0", "--seed", "1", "--no-bid-rate", "0",
-                      "--reject-rate", "0"], installed.outside)
-    processes.append(buyers)
-    buyers_url = buyers.wait_for(r"buyers listening on (http://127\.0\.0\.1:\d+)").group(1)
+    _, buyers_url = start(processes, [installed.pingpost, "buyers", "--port", "0", "--seed", "1", "--no-bid-rate",
+                                      "0", "--reject-rate", "0"], installed.outside,
+                          r"buyers listening on (http://127\.0\.0\.1:\d+)")
     example = (installed.unpacked / "examples" / "exchange.toml").read_text()
     assert "http://127.0.0.1:9100/" in example
     config = installed.outside / f"exchange-{workers}.toml"
     config.write_text(example.replace("http://127.0.0.1:9100", buyers_url))
 
-    serve = Process([installed.pingpost, "serve", "--redis", redis_server.url, "--config", config, "--port", "0",
-                     "--workers", str(workers)], installed.outside)
-    processes.append(serve)
-    url = serve.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    serve, url = start(processes, [installed.pingpost, "serve", "--redis", redis_server.url, "--config", config,
+                                   "--port", "0", "--workers", str(workers)], installed.outside,
+                       r"listening on (http://127\.0\.0\.1:\d+)")
 
     status, answer = call(url + "/v1/ping", PING)
     assert status == 200, answer
@@ -248,8 +210,10 @@ def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_s
     assert (sold["ping_id"], sold["status"], sold["price"], sold["attempts"]) == (
         answer["ping_id"], "sold", answer["price"], 1)
 
-    assert serve.stop() == 0, serve.stderr
-    assert "Traceback" not in serve.stderr
+    code = serve.stop(30)
+    stderr = "\n".join(serve.stderr)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
 
 
 def test_the_sdist_tests_pass_against_the_installed_wheel(installed: Installed) -> None:
@@ -268,7 +232,7 @@ def test_the_sdist_tests_pass_against_the_installed_wheel(installed: Installed) 
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_package_without_its_lua_scripts_says_so_in_one_line(tmp_path: Path, redis_server: RedisServer,  # noqa: F811
+def test_a_package_without_its_lua_scripts_says_so_in_one_line(tmp_path: Path, redis_server: RedisServer,
                                                                workers: int) -> None:
     """What an install that left out the package data did: the message names the missing
     script, not an option the operator never gave, and no traceback, with or without workers."""

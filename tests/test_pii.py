@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pingpost import normalize
-from tests.conftest import LEAD, PING, accept, base_config, bid
 from tests.helpers_contract import assert_error, ping_ok
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, base_config
 
 AUTO = {"id": "auto", "attributes": {"vehicle_year": "int"}}
 

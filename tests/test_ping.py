@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OTHER_KEY, PING, SELLER_KEY, Reply, base_config, bid
 from tests.helpers_contract import make_config, outcomes, parse_rfc3339_utc, ping, ping_ok
+from tests.support.buyers import Reply, bid
+from tests.support.exchange import OTHER_KEY, PING, SELLER_KEY, base_config
 
 SHA_E = "a" * 64
 SHA_P = "B" * 64

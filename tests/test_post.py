@@ -6,8 +6,9 @@ import asyncio
 import datetime
 import pytest
 
-from tests.conftest import LEAD, OTHER_KEY, PING, Reply, accept, base_config, bid, reject
 from tests.helpers_contract import assert_error, assert_error_shape, eventually, lead, ping, ping_ok, sold_ping
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, OTHER_KEY, PING, base_config
 
 
 async def test_sold_answer_and_buyer_post_body(buyers, exchange):
@@ -104,23 +105,23 @@ async def test_unknown_ping_is_404(buyers, exchange, ping_id):
     assert_error(status, body, "not_found")
 
 
-async def test_expired_ping_is_410(buyers, exchange):
+async def test_expired_ping_is_410(buyers, exchange, clock):
     buyers.script("c1", ping=bid(3), post=accept())
-    ex = await exchange(base_config(buyers, {"id": "c1"}, ping_ttl_s=1))
+    ex = await exchange(base_config(buyers, {"id": "c1"}, ping_ttl_s=1), clock=clock)
     answer = await ping_ok(ex)
     expires = datetime.datetime.fromisoformat(answer["expires_at"].replace("Z", "+00:00"))
-    wait = (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() + 0.1
-    await asyncio.sleep(max(wait, 0))
+    wait = (expires - datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)).total_seconds() + 0.1
+    clock.advance(max(wait, 0))
     status, body = await ex.post(answer["ping_id"], LEAD)
     assert_error(status, body, "ping_expired")
     assert "c1" not in buyers.posts
 
 
-async def test_posted_ping_stays_idempotent_after_expiry(buyers, exchange):
+async def test_posted_ping_stays_idempotent_after_expiry(buyers, exchange, clock):
     buyers.script("c1", ping=bid(3), post=accept())
-    ex = await exchange(base_config(buyers, {"id": "c1"}, ping_ttl_s=1))
+    ex = await exchange(base_config(buyers, {"id": "c1"}, ping_ttl_s=1), clock=clock)
     answer, first = await sold_ping(ex)
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     assert await ex.post(answer["ping_id"], LEAD) == (200, first)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import PING, SELLER_KEY, accept, base_config, bid
 from tests.helpers_process import Served, run_cli, write_config
+from tests.support.buyers import accept, bid
+from tests.support.exchange import PING, SELLER_KEY, base_config
 
 #: A lead whose every personal value is easy to spot in a log (no hex-looking names).
 PERSONAL = {"first_name": "Zelda", "last_name": "Quimby", "email": "Zelda.Quimby@Example.com",

@@ -18,16 +18,17 @@ import pytest
 
 from pingpost.store.redis import RedisStore
 from pingpost.targeting import BENCHED
-from tests.conftest import LEAD, SELLER_TEST_KEY, accept, base_config, bid
 from tests.helpers_contract import assert_error, make_config, offers, outcomes, ping_ok, sold_ping
-from tests.redis_support import cli, redis_cluster, redis_server  # noqa: F401  (fixtures)
+from tests.redis_support import cli
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, SELLER_TEST_KEY, base_config
 
 VIEW_DELAY_S = 0.25 + 0.15
 """How soon another worker must see a bench: the documented 250 ms, plus slack for the test."""
 
 
 @pytest.fixture
-def redis_url(redis_server) -> str:  # noqa: F811
+def redis_url(redis_server) -> str:
     redis_server.flush()
     return redis_server.url
 
@@ -88,7 +89,7 @@ async def test_bench_after_timeouts(buyers, exchange, redis_url):
     assert len(buyers.pings["slow"]) == 2, "a benched campaign is not pinged"
 
 
-async def test_test_mode_leaves_caps_and_duplicates_untouched(buyers, exchange, redis_url, redis_server):  # noqa: F811
+async def test_test_mode_leaves_caps_and_duplicates_untouched(buyers, exchange, redis_url, redis_server):
     buyers.script("c1", ping=bid(3), post=accept())
     config = make_config(buyers, {"id": "c1", "caps": {"daily": 1}}, buyer_settings={"b1": {"dedupe_days": 30}})
     (ex,) = await workers(exchange, config, redis_url, 1)

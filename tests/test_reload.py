@@ -17,19 +17,19 @@ import msgspec
 import pytest
 
 from pingpost.config import Config, ConfigError, from_dict
+from pingpost.launch import Child
 from pingpost.server import ROUTES, reload
 from pingpost.store.memory import MemoryStore
 from pingpost.targeting import CAPPED, OPEN
-from tests.conftest import PING, SELLER_KEY, base_config, bid
 from tests.helpers_process import Served, write_config
+from tests.support.buyers import bid
+from tests.support.exchange import PING, SELLER_KEY, base_config
 
 
-async def _start(config_path: Path) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pingpost.cli", "serve", "--config", str(config_path), "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+async def _start(config_path: Path) -> tuple[Child, str]:
+    process = await Child.started([sys.executable, "-m", "pingpost.cli", "serve", "--config", str(config_path),
+                                   "--port", "0"], timeout=20, name="serve")
+    line = process.stdout[0]
     assert line.startswith("listening on "), line
     return process, line.split()[-1]
 
@@ -43,9 +43,9 @@ async def _pinged_campaigns(session: aiohttp.ClientSession, url: str) -> set[str
     return {c["campaign_id"] for c in trace["campaigns"] if c["outcome"] == "bid"}
 
 
-async def _after_reload(process: asyncio.subprocess.Process, session: aiohttp.ClientSession, url: str,
+async def _after_reload(process: Child, session: aiohttp.ClientSession, url: str,
                         want: set[str]) -> set[str]:
-    process.send_signal(signal.SIGHUP)
+    process.signal(signal.SIGHUP)
     seen: set[str] = set()
     for _ in range(50):
         seen = await _pinged_campaigns(session, url)
@@ -69,14 +69,14 @@ async def test_sighup_swaps_the_config_and_refuses_a_bad_one(buyers, tmp_path):
             assert await _after_reload(process, session, url, {"c2"}) == {"c2"}
 
             path.write_text(json.dumps({"exchange": {"auction_timeout_ms": -1}}))
-            process.send_signal(signal.SIGHUP)
+            process.signal(signal.SIGHUP)
             await asyncio.sleep(0.5)
             assert await _pinged_campaigns(session, url) == {"c2"}
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 0
-    events = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+        process.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 20)
+    assert code == 0
+    events = [json.loads(line) for line in process.stderr if line.startswith("{")]
     reloads = [e for e in events if e.get("event") == "reload"]
     assert [e["status"] for e in reloads] == ["ok", "refused"]
     assert any("exchange.auction_timeout_ms" in error for error in reloads[1]["errors"])

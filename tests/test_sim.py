@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from pingpost import normalize, schema
+from pingpost.launch import Child
 from pingpost.sim import buyers, traffic
 
 Start = Callable[..., Awaitable[str]]
@@ -281,25 +282,19 @@ def test_summary_counts_and_percentiles() -> None:
 def test_buyers_command_serves_until_sigterm(tmp_path: Any) -> None:
     profile = tmp_path / "profile.json"
     profile.write_text('{"default": {"latency_ms": 1}, "campaigns": [{"id": "c9", "no_bid_rate": 0}]}')
-    with subprocess.Popen([sys.executable, "-m", "pingpost.cli", "buyers", "--port", "0", "--profile", str(profile),
-                           "--bid-min", "3", "--bid-max", "3"], stdout=subprocess.PIPE, text=True) as process:
-        _serves_one_bid_then_stops(process)
-
-
-def _serves_one_bid_then_stops(process: subprocess.Popen[str]) -> None:
-    assert process.stdout is not None
+    process = Child.start([sys.executable, "-m", "pingpost.cli", "buyers", "--port", "0", "--profile", str(profile),
+                           "--bid-min", "3", "--bid-max", "3"], timeout=20)
     try:
-        line = process.stdout.readline()
-        found = re.fullmatch(r"buyers listening on (http://127\.0\.0\.1:\d+)\n", line)
+        line = process.stdout[0]
+        found = re.fullmatch(r"buyers listening on (http://127\.0\.0\.1:\d+)", line)
         assert found, line
         request = urllib.request.Request(found.group(1) + "/c9/ping", data=b"{}", method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.read().startswith(b'{"bid":3.00,')
-        process.send_signal(signal.SIGTERM)
+        process.signal(signal.SIGTERM)
         assert process.wait(10) == 0
     finally:
         process.kill()
-        process.wait()
 
 
 def test_buyers_command_refuses_a_bad_profile(tmp_path: Any) -> None:

@@ -1,6 +1,7 @@
 """The shortest path through the exchange: ping, post, trace."""
 
-from tests.conftest import LEAD, PING, accept, base_config, bid
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, base_config
 
 
 async def test_ping_post_sell(buyers, exchange):

@@ -2,6 +2,9 @@
 
 Redis tests use real servers (tests/redis_support.py). A "second worker" is a second
 RedisStore on the same Redis; the memory store is one worker, so there it is the same object.
+Every store runs on the test's clock (tests/support/clock.py); ``open_store.elapse`` moves it,
+and sleeps too where the Redis server's own time decides (key TTLs, benches, reservation
+sweeps read Redis TIME).
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from typing import Awaitable, Callable, Sequence
 import pytest
 
 from pingpost.config import Campaign, Caps, Exchange
+from pingpost.launch import free_port
 from pingpost.schema import CampaignOutcome, PingFields
-from pingpost.store import memory
 from pingpost.store.base import OpenedPost, Store, StoreUnavailable
 from pingpost.store.memory import MemoryStore
 from pingpost.store.redis import DEADLINE_S, RedisStore, redacted
 from pingpost.targeting import BENCHED, CAPPED, OPEN
 from pingpost.trace import PingRecord, PostRecord, RankedBid
-from tests.redis_support import (RedisServer, cli, free_port, keys_without_ttl, redis_cluster,  # noqa: F401
-                                 redis_server)
+from tests.redis_support import RedisServer, cli, keys_without_ttl
+from tests.support.clock import ManualClock
 
 KINDS = ("memory", "redis", "cluster")
 VIEW_DELAY_S = 0.25 + 0.1
@@ -52,8 +55,9 @@ SOLD = PostRecord(status="sold", attempts=2, price_cents=725, lead_id="L-1",
 
 
 @pytest.fixture(params=KINDS)
-async def open_store(request: pytest.FixtureRequest):
-    """``await open_store(campaigns, exchange)`` starts one more worker of this kind."""
+async def open_store(request: pytest.FixtureRequest, clock: ManualClock):
+    """``await open_store(campaigns, exchange)`` starts one more worker of this kind;
+    ``await open_store.elapse(seconds)`` lets that much time pass for every worker."""
     started: list[Store] = []
     if request.param == "memory":
         servers = None
@@ -64,12 +68,19 @@ async def open_store(request: pytest.FixtureRequest):
     async def open_(campaigns: Sequence[Campaign] = (), exchange: Exchange | None = None) -> Store:
         if servers is None and started:
             return started[0]
-        store: Store = MemoryStore() if servers is None else RedisStore(servers.url)
+        store: Store = MemoryStore(clock) if servers is None else RedisStore(servers.url, clock=clock)
         await store.start(campaigns, exchange or Exchange())
         started.append(store)
         return store
 
+    async def elapse(seconds: float) -> None:
+        """The memory store keeps time by the clock alone; a Redis server by its own."""
+        clock.advance(seconds)
+        if servers is not None:
+            await asyncio.sleep(seconds)
+
     open_.servers = servers  # type: ignore[attr-defined]
+    open_.elapse = elapse  # type: ignore[attr-defined]
     yield open_
     for store in started:
         await store.close()
@@ -101,7 +112,7 @@ async def test_ping_and_its_result_expire(open_store: Open) -> None:
     await store.save_ping(record("long"), 60, [], [])
     assert (await store.open_post("short", 5)).acquired
     await store.finish_post("short", SOLD)
-    await asyncio.sleep(0.4)
+    await open_store.elapse(0.4)  # type: ignore[attr-defined]
     await store.refresh()
     assert await store.get_ping("short") is None
     assert await store.open_post("short", 5) == OpenedPost(None, None, False)
@@ -132,7 +143,7 @@ async def test_post_lock_is_given_back_or_expires(open_store: Open) -> None:
     await store.unlock_post("p1")
     assert (await store.open_post("p1", 0.2)).acquired
     assert not (await store.open_post("p1", 0.2)).acquired
-    await asyncio.sleep(0.3)
+    await open_store.elapse(0.3)  # type: ignore[attr-defined]
     assert (await store.open_post("p1", 30)).acquired
 
 
@@ -223,6 +234,8 @@ BENCHING = Exchange(bench_after_timeouts=3, bench_window_s=1, bench_duration_s=1
 
 
 async def test_bench_within_window_seen_by_other_workers_then_expires(open_store: Open) -> None:
+    """On Redis the bench ends by the server's clock (the bench scripts read Redis TIME), so
+    there ``elapse`` really waits out the second."""
     campaigns = [campaign("c1"), campaign("c2")]
     a, b = await open_store(campaigns, BENCHING), await open_store(campaigns, BENCHING)
     for n in range(2):
@@ -232,7 +245,7 @@ async def test_bench_within_window_seen_by_other_workers_then_expires(open_store
         await a.save_ping(record(f"slow-c1-{n}"), 60, ["c1"], [])
     assert a.blocks[0] == BENCHED, "the worker that saw the timeouts benches at once"
     await eventually(lambda: b.blocks[0] == BENCHED, VIEW_DELAY_S)
-    await asyncio.sleep(1.1)
+    await open_store.elapse(1.1)  # type: ignore[attr-defined]
     await eventually(lambda: a.blocks[0] == b.blocks[0] == OPEN, VIEW_DELAY_S)
     await a.save_ping(record("slow-c2-late"), 60, ["c2"], [])
     assert a.blocks[1] == OPEN, "the earlier timeouts left the window"
@@ -248,6 +261,8 @@ async def test_no_bench_when_disabled(open_store: Open) -> None:
 
 @pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store has no keys
 async def test_ended_benches_leave_the_shared_hash(open_store: Open) -> None:
+    """Redis alone: the bench ends by Redis TIME and the hash's TTL runs on the server, so
+    the test sleeps the second out."""
     store = await open_store([campaign("c1"), campaign("c2")], Exchange(bench_after_timeouts=1, bench_duration_s=1))
     await store.save_ping(record("p1"), 60, ["c1"], [])
     await asyncio.sleep(1.1)
@@ -270,13 +285,12 @@ async def test_duplicates_per_buyer(open_store: Open) -> None:
     assert await b.duplicate_buyers([], ["phone:1"]) == set()
 
 
-async def test_duplicates_forgotten_after_window(open_store: Open, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_duplicates_forgotten_after_window(open_store: Open, clock: ManualClock) -> None:
     store = await open_store()
     await store.remember("b1", ["phone:1"], 2)
     assert await store.duplicate_buyers(["b1"], ["phone:1"]) == {"b1"}
     if open_store.servers is None:  # type: ignore[attr-defined]
-        later = time.time() + 2 * DAY + 1
-        monkeypatch.setattr(memory, "clock", lambda: later)
+        clock.advance(2 * DAY + 1)
         assert await store.duplicate_buyers(["b1"], ["phone:1"]) == set()
     else:
         ttl = int(cli(open_store.servers.ports[0], "-c", "TTL", "pp:{dup:b1}:phone:1"))  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ import pytest
 import trustme
 
 from pingpost.buyers import tls_context
-from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, accept, base_config, bid
+from tests.support.buyers import BuyerServer, accept, bid
+from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 from tests.helpers_process import Served
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LEAD, OTHER_KEY, SELLER_TEST_KEY, Reply, accept, base_config, bid, reject
+from tests.support.buyers import Reply, accept, bid, reject
+from tests.support.exchange import LEAD, OTHER_KEY, SELLER_TEST_KEY, base_config
 from tests.helpers_contract import assert_error, make_config, parse_rfc3339_utc, ping_ok, sold_ping
 
 TRACE_KEYS = {"ping_id", "status", "test", "created_at", "expires_at", "auction_ms", "campaigns"}

@@ -22,7 +22,8 @@ from pingpost.config import from_dict
 from pingpost.normalize import PII_KEYS
 from pingpost.server import make_app
 from pingpost.store.memory import MemoryStore
-from tests.conftest import LEAD, PING, SELLER_KEY, BuyerServer, accept, base_config, bid
+from tests.support.buyers import BuyerServer, accept, bid
+from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 from tests.helpers_contract import assert_error, assert_error_shape, chunks, ping_ok, raw
 
 HEX = "ab" * 32

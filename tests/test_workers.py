@@ -1,4 +1,4 @@
-"""``pingpost serve --workers N --redis URL`` as an operator runs it (issue 4): real processes on
+"""``pingpost serve --workers N --redis URL`` as an operator runs it: real processes on
 real ports, a real redis-server, buyers on a real port in the test.
 
 "sup" is a supervisor with two workers sharing one port (SO_REUSEPORT); "host" is a separate
@@ -22,9 +22,11 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import LEAD, PING, SELLER_KEY, accept, base_config, bid
-from tests.helpers_process import Served, free_port, run_cli, write_config
-from tests.redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
+from pingpost.launch import free_port
+from tests.helpers_process import Served, run_cli, write_config
+from tests.redis_support import RedisServer
+from tests.support.buyers import accept, bid
+from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 
 VIEW_DELAY_S = 0.25 + 0.35
 """How soon another process must see a bench: the documented 250 ms, plus slack for processes."""
@@ -155,7 +157,7 @@ async def outcome(session: aiohttp.ClientSession, port: int, ping_id: str, campa
 # Tests ----------------------------------------------------------------------------------------
 
 
-async def test_workers_share_the_port_and_a_killed_worker_is_replaced(buyers, launch, redis_server):  # noqa: F811
+async def test_workers_share_the_port_and_a_killed_worker_is_replaced(buyers, launch, redis_server):
     redis_server.flush()
     sup = await launch(base_config(buyers, {"id": "c1", "ping_url": None, "fixed_price": 2}), redis_server.url,
                        workers=2)
@@ -183,7 +185,7 @@ async def test_workers_share_the_port_and_a_killed_worker_is_replaced(buyers, la
         "the supervisor announces the port once, not again for a restarted worker"
 
 
-async def test_another_host_shares_pings_caps_and_benches(buyers, launch, session, redis_server):  # noqa: F811
+async def test_another_host_shares_pings_caps_and_benches(buyers, launch, session, redis_server):
     redis_server.flush()
     buyers.script("c1", ping=bid(2.5), post=accept())
     buyers.script("capped", ping=bid(2), post=accept(delay=0.05))
@@ -227,7 +229,7 @@ async def test_another_host_shares_pings_caps_and_benches(buyers, launch, sessio
     assert len(buyers.pings["slow"]) == seen, "no worker of either process pings a benched campaign"
 
 
-async def test_sigterm_drains_every_worker_and_exits_zero(buyers, launch, session, redis_server):  # noqa: F811
+async def test_sigterm_drains_every_worker_and_exits_zero(buyers, launch, session, redis_server):
     redis_server.flush()
     buyers.script("c1", ping=bid(2), post=accept(delay=1.0))
     sup = await launch(base_config(buyers, {"id": "c1"}), redis_server.url, workers=2)
@@ -322,7 +324,7 @@ async def test_redis_killed_and_restarted_mid_traffic(buyers, launch, session):
     assert len(accepted) <= cap, f"{len(accepted)} leads delivered past a daily cap of {cap}"
 
 
-async def test_sigterm_while_a_worker_restarts_still_drains_and_exits_zero(buyers, launch, redis_server):  # noqa: F811
+async def test_sigterm_while_a_worker_restarts_still_drains_and_exits_zero(buyers, launch, redis_server):
     """The new worker is signalled even if it is still starting, and one stopped before its
     handlers exist (nothing in flight) is not a failure."""
     redis_server.flush()

@@ -16,7 +16,7 @@ import datetime
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .. import money
 from ..config import Campaign, Exchange, zone
@@ -26,6 +26,10 @@ from ..trace import PingRecord, PostRecord
 
 #: How stale the local view of caps and benches may get.
 REFRESH_S = 0.25
+
+Clock = Callable[[], float]
+"""The time of day in seconds since the epoch: ``time.time`` in production; tests pass a
+clock they move, so an expiry needs no sleep."""
 
 
 class StoreUnavailable(Exception):
@@ -111,7 +115,8 @@ class Store(ABC):
     #: the view still stays within ``REFRESH_S``.
     refresh_s: float = REFRESH_S
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
+        self.clock = clock
         self.campaign_ids: list[str] = []
         self._numbers: dict[str, int] = {}
         self.capped: list[int] = []
@@ -224,6 +229,3 @@ class Store(ABC):
     async def refresh(self) -> None:
         """Bring ``blocks`` up to date (cap rollover, bench expiry, other workers' sales)."""
 
-
-def clock() -> float:
-    return time.time()

@@ -9,17 +9,18 @@ pings then cost a few hundred bytes each and nothing to the garbage collector.
 from __future__ import annotations
 
 import heapq
+import time
 from collections import defaultdict, deque
 from typing import Sequence
 
 from ..targeting import BENCHED
 from ..trace import PingRecord, PostRecord, pack, unpack
-from .base import OpenedPost, Reservation, Store, clock
+from .base import Clock, OpenedPost, Reservation, Store
 
 
 class MemoryStore(Store):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Clock = time.time) -> None:
+        super().__init__(clock)
         self._records: dict[str, bytes] = {}
         self._posts: dict[str, bytes] = {}
         self._expiry: list[tuple[float, str]] = []
@@ -31,7 +32,7 @@ class MemoryStore(Store):
 
     async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
                         bids: Sequence[tuple[str, int]]) -> None:
-        now = clock()
+        now = self.clock()
         self._records[record.ping_id] = pack(record)
         heapq.heappush(self._expiry, (now + keep_s, record.ping_id))
         for campaign_id, cents in bids:
@@ -56,7 +57,7 @@ class MemoryStore(Store):
         record = await self.get_ping(ping_id)
         if record is None or record.post is not None:
             return OpenedPost(record, record.post if record else None, False)
-        now = clock()
+        now = self.clock()
         if self._locks.get(ping_id, 0.0) > now:
             return OpenedPost(record, None, False)
         self._locks[ping_id] = now + lock_s
@@ -86,7 +87,7 @@ class MemoryStore(Store):
         self._counts[hk] += 1
         self._counts[dk] += 1
         self._counts[bk] += cents
-        self._update_block(i, hour, day, clock())
+        self._update_block(i, hour, day, self.clock())
         return Reservation(campaign_id, cents, hour, day)
 
     async def commit(self, reservation: Reservation) -> None:
@@ -97,15 +98,15 @@ class MemoryStore(Store):
         self._counts[hk] -= 1
         self._counts[dk] -= 1
         self._counts[bk] -= reservation.cents
-        hour, day = self.buckets(clock())
-        self._update_block(self.index_of(reservation.campaign_id), hour, day, clock())
+        hour, day = self.buckets(self.clock())
+        self._update_block(self.index_of(reservation.campaign_id), hour, day, self.clock())
 
     async def duplicate_buyers(self, buyer_ids: Sequence[str], keys: Sequence[str]) -> set[str]:
-        now = clock()
+        now = self.clock()
         return {b for b in buyer_ids if any(self._dupes.get((b, k), 0.0) > now for k in keys)}
 
     async def remember(self, buyer_id: str, keys: Sequence[str], days: int) -> None:
-        until = clock() + days * 86400
+        until = self.clock() + days * 86400
         for key in keys:
             self._dupes[(buyer_id, key)] = until
 
@@ -116,7 +117,7 @@ class MemoryStore(Store):
     async def refresh(self) -> None:
         """Only a cap or a bench can block a campaign, so only those are looked at: a
         refresh over 10,000 campaigns must not hold the event loop for milliseconds."""
-        now = clock()
+        now = self.clock()
         hour, day = self.buckets(now)
         for campaign_id, until in list(self._benched_until.items()):
             if until <= now:

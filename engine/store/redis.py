@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,7 @@ from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionEr
 from ..config import Campaign, Exchange
 from ..targeting import BENCHED, OPEN
 from ..trace import PingRecord, PostRecord, pack, unpack
-from .base import OpenedPost, Reservation, Store, StoreUnavailable, clock
+from .base import Clock, OpenedPost, Reservation, Store, StoreUnavailable
 
 SOCKET_TIMEOUT_S = 0.5
 """Connect and reply timeout of every Redis socket: how long a lost Redis may stall a call."""
@@ -170,8 +171,8 @@ class RedisStore(Store):
 
     refresh_s = 0.2
 
-    def __init__(self, url: str, *, grace_s: float = 30.0) -> None:
-        super().__init__()
+    def __init__(self, url: str, *, grace_s: float = 30.0, clock: Clock = time.time) -> None:
+        super().__init__(clock)
         self.url = url
         self.grace_s = grace_s
         self._client: Redis | RedisCluster | None = None
@@ -347,7 +348,7 @@ class RedisStore(Store):
             self._show(self.index_of(reservation.campaign_id), state)
 
     def _current(self, hour: str, day: str) -> bool:
-        return (hour, day) == self.buckets(clock())
+        return (hour, day) == self.buckets(self.clock())
 
     def _show(self, i: int, state: Sequence[int]) -> None:
         """Put one campaign's counts, as the cap scripts return them, into the view. The cap
@@ -370,7 +371,7 @@ class RedisStore(Store):
     async def refresh(self) -> None:
         """One call for every bench, one per campaign with a cap, one for the last bids: a
         campaign without caps can only be benched."""
-        hour, day = self.buckets(clock())
+        hour, day = self.buckets(self.clock())
         ids, capped = self.campaign_ids, self.capped
         commands = [BENCH_VIEW.call((BENCHED_UNTIL,)), *(VIEW.call(_cap_keys(ids[i], hour, day), hour, day)
                                                            for i in capped)]
