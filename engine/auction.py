@@ -21,14 +21,14 @@ from typing import Any, Awaitable, TypeVar
 import msgspec
 
 from . import money
-from .buyers import BuyerClient, PingBody, Targets, post_body, read_bid, read_post, targets_of
+from .buyers import Answer, BuyerClient, Call, PingBody, Targets, post_body, read_bid, read_post, targets_of
 from .config import Buyer, Campaign, Config, Seller, Vertical
 from .errors import ApiError, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
 from .store.base import Numbering, Store, StoreUnavailable
-from .targeting import Bid, Index, build_index, rank
+from .targeting import Bid, Index, Selection, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
 log = logging.getLogger("pingpost.auction")
@@ -99,6 +99,54 @@ def prepare(config: Config) -> Prepared:
         numbering=Numbering.of(config.campaigns, config.exchange))
 
 
+class Auction:
+    """One ping's auction while it runs: its clock, what each campaign did, the bids so far."""
+
+    __slots__ = ("seller", "test", "ping", "campaigns", "started", "deadline", "now", "ping_id",
+                 "outcomes", "not_pinged", "bids", "bid_ids", "timed_out")
+
+    def __init__(self, seller: SellerView, test: bool, ping: PingFields, budget_ms: int,
+                 campaigns: list[Campaign]) -> None:
+        self.seller = seller
+        self.test = test
+        self.ping = ping
+        self.campaigns = campaigns
+        self.started = time.perf_counter()
+        self.deadline = self.started + budget_ms / 1000
+        self.now = time.time()
+        self.ping_id = os.urandom(12).hex()
+        self.outcomes: dict[int, CampaignOutcome] = {}
+        self.not_pinged: dict[str, int] | None = None
+        self.bids: list[Bid] = []
+        self.bid_ids: dict[int, str] = {}
+        self.timed_out: list[str] = []
+
+    def not_selected(self, selection: Selection) -> None:
+        """Why each campaign not pinged is not. Past ``targeting.DETAIL_LIMIT`` of them the
+        selection only counts them by reason, and so does the record: a ping costs
+        microseconds, not milliseconds, and records stay small."""
+        campaigns = self.campaigns
+        for i, reason in selection.reasons:
+            self.outcomes[i] = CampaignOutcome(campaign_id=campaigns[i].id, buyer_id=campaigns[i].buyer, outcome=reason)
+        self.not_pinged = selection.counts or None
+
+    def bid(self, i: int, cents: int, bid_id: str | None, ms: float) -> CampaignOutcome:
+        c = self.campaigns[i]
+        self.bids.append(Bid(i, cents, c.priority))
+        if bid_id is not None:
+            self.bid_ids[i] = bid_id
+        outcome = self.outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
+                                                     bid=money.to_amount(cents), ms=ms)
+        return outcome
+
+    def no_bid(self, i: int, reason: str, ms: float) -> CampaignOutcome:
+        c = self.campaigns[i]
+        if reason == "timeout":
+            self.timed_out.append(c.id)
+        outcome = self.outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome=reason, ms=ms)
+        return outcome
+
+
 class Exchange:
     """One worker's auction engine over a config, a store and a buyer client."""
 
@@ -125,82 +173,99 @@ class Exchange:
     # Ping --------------------------------------------------------------------------------
 
     async def ping(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None) -> PingRecord:
-        started = time.perf_counter()
-        budget_ms = self.config.exchange.auction_timeout_ms
-        if timeout_ms is not None:
-            budget_ms = min(budget_ms, timeout_ms)
-        deadline = started + budget_ms / 1000
-        now = time.time()
-        ping_id = os.urandom(12).hex()
-        seller_id = seller.seller.id
+        """One auction within the seller's budget: who is asked, what they answer, the
+        ranking, the record kept, then the metrics and the log line."""
         index = self.index
+        auction = Auction(seller, test, ping, self._budget_ms(timeout_ms), index.campaigns)
+        selection = index.select(ping, seller.seller.id, auction.now, self.store.blocks, self.store.last_bids)
+        auction.not_selected(selection)
+        calls, called = self._calls(auction, index, selection.eligible)
+        if calls:
+            answers = await self.client.fan_out(calls, max(auction.deadline - time.perf_counter(), 0))
+            self._read_answers(auction, called, answers)
+        record = self._ranked(auction)
+        await self._keep_ping(auction, record)
+        self._observe_ping(record, len(calls))
+        return record
 
-        selection = index.select(ping, seller_id, now, self.store.blocks, self.store.last_bids)
-        campaigns = index.campaigns
-        outcomes: dict[int, CampaignOutcome] = {}
-        # Past targeting.DETAIL_LIMIT campaigns not pinged the selection only counts them by reason,
-        # and so does the record: a ping costs microseconds, not milliseconds, and records stay small.
-        not_pinged = selection.counts or None
-        for i, reason in selection.reasons:
-            outcomes[i] = CampaignOutcome(campaign_id=campaigns[i].id, buyer_id=campaigns[i].buyer, outcome=reason)
-        bids: list[Bid] = []
-        bid_ids: dict[int, str | None] = {}
-        calls: list[tuple[str, str, bytes, float]] = []
+    def _budget_ms(self, timeout_ms: int | None) -> int:
+        """The exchange's auction budget, or the seller's ``timeout_ms`` when that is shorter."""
+        budget_ms = self.config.exchange.auction_timeout_ms
+        return budget_ms if timeout_ms is None else min(budget_ms, timeout_ms)
+
+    def _calls(self, auction: Auction, index: Index, eligible: list[int]) -> tuple[list[Call], list[int]]:
+        """The buyer calls of the eligible campaigns (and their numbers), in their order; a
+        fixed-price campaign bids its price at once. Each call may take what is left of the
+        budget, at most its campaign's own timeout. This is where a buyer's ping request is
+        rendered: every buyer shares one encoding of the ping (``PingBody``)."""
+        campaigns = auction.campaigns
+        calls: list[Call] = []
         called: list[int] = []
         body: PingBody | None = None
-        for i in selection.eligible:
+        for i in eligible:
             c = campaigns[i]
             fixed = index.fixed_cents[i]
             if fixed >= 0:
-                bids.append(Bid(i, fixed, c.priority))
-                outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
-                                              bid=money.to_amount(fixed), ms=0.0)
+                auction.bid(i, fixed, None, 0.0)
                 continue
-            remaining_ms = int((deadline - time.perf_counter()) * 1000)
-            tmax = min(c.timeout_ms, remaining_ms)
+            tmax = min(c.timeout_ms, int((auction.deadline - time.perf_counter()) * 1000))
             if body is None:
-                body = PingBody(ping, ping_id, seller_id, test)
+                body = PingBody(auction.ping, auction.ping_id, auction.seller.seller.id, auction.test)
             calls.append((c.id, c.ping_url, body.to(c.id, tmax), tmax / 1000))  # type: ignore[arg-type]
             called.append(i)
-        timed_out: list[str] = []
-        if calls:
-            answers = await self.client.fan_out(calls, max(deadline - time.perf_counter(), 0))
-            for i, answer in zip(called, answers):
-                c = campaigns[i]
-                # A call still pending at the deadline is a timeout, whatever its own limit.
-                result = read_bid(answer) if answer is not None else None
-                ms = answer.ms if answer is not None else round((time.perf_counter() - started) * 1000, 2)
-                outcome = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer,
-                                          outcome=result.outcome if result else "timeout", ms=ms)
-                if result is not None and result.cents is not None:
-                    bids.append(Bid(i, result.cents, c.priority))
-                    bid_ids[i] = result.bid_id
-                    outcome.bid = money.to_amount(result.cents)
-                if outcome.outcome == "timeout":
-                    timed_out.append(c.id)
-                outcomes[i] = outcome
-                self.metrics.campaign_outcome(c.id, outcome.outcome)
+        return calls, called
 
-        ranked, dropped = rank(bids, seller.min_bid_cents, random.getrandbits(64))
+    def _read_answers(self, auction: Auction, called: list[int], answers: list[Answer | None]) -> None:
+        """Each called campaign's outcome, and its bid if it made one: this is where a
+        buyer's ping answer is read. A call still pending at the deadline (None) is a
+        timeout, whatever its own limit."""
+        for i, answer in zip(called, answers):
+            if answer is None:
+                outcome = auction.no_bid(i, "timeout", round((time.perf_counter() - auction.started) * 1000, 2))
+            else:
+                result = read_bid(answer)
+                if result.cents is not None:
+                    outcome = auction.bid(i, result.cents, result.bid_id, answer.ms)
+                else:
+                    outcome = auction.no_bid(i, result.outcome, answer.ms)
+            self.metrics.campaign_outcome(outcome.campaign_id, outcome.outcome)
+
+    def _ranked(self, auction: Auction) -> PingRecord:
+        """The bids ranked into the ping's record: bids under the seller's minimum are
+        dropped, and the price is the seller's share of the best one."""
+        seller = auction.seller
+        ranked, dropped = rank(auction.bids, seller.min_bid_cents, random.getrandbits(64))
         for bid in dropped:
-            outcomes[bid.campaign].outcome = "below_min_bid"
-        price = money.apply_share(ranked[0].cents, seller.share) if ranked else None
-        auction_ms = round((time.perf_counter() - started) * 1000, 2)
-        record = PingRecord(
-            ping_id=ping_id, seller_id=seller_id, test=test, created_at=now,
-            expires_at=now + self.config.exchange.ping_ttl_s, auction_ms=auction_ms, ping=ping,
-            bids=[RankedBid(campaigns[b.campaign].id, b.cents, bid_ids.get(b.campaign)) for b in ranked],
-            outcomes=list(outcomes.values()), not_pinged=not_pinged, price_cents=price,
+            auction.outcomes[bid.campaign].outcome = "below_min_bid"
+        campaigns = auction.campaigns
+        now = auction.now
+        return PingRecord(
+            ping_id=auction.ping_id, seller_id=seller.seller.id, test=auction.test, created_at=now,
+            expires_at=now + self.config.exchange.ping_ttl_s,
+            auction_ms=round((time.perf_counter() - auction.started) * 1000, 2), ping=auction.ping,
+            bids=[RankedBid(campaigns[b.campaign].id, b.cents, auction.bid_ids.get(b.campaign)) for b in ranked],
+            outcomes=list(auction.outcomes.values()), not_pinged=auction.not_pinged,
+            price_cents=money.apply_share(ranked[0].cents, seller.share) if ranked else None,
         )
-        await within(deadline, self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
-                                                    [(campaigns[b.campaign].id, b.cents) for b in bids]))
-        self.metrics.auction_seconds.observe(auction_ms / 1000)
+
+    async def _keep_ping(self, auction: Auction, record: PingRecord) -> None:
+        """The one place a finished ping record is made durable, within the seller's
+        deadline. The campaigns that timed out (for benching) and every bid seen (the last
+        known bids) go to the store in the same call."""
+        campaigns = auction.campaigns
+        await within(auction.deadline, self.store.save_ping(
+            record, 2 * self.config.exchange.ping_ttl_s, auction.timed_out,
+            [(campaigns[b.campaign].id, b.cents) for b in auction.bids]))
+
+    def _observe_ping(self, record: PingRecord, pinged: int) -> None:
+        """The metrics and the one log line of a ping kept."""
+        self.metrics.auction_seconds.observe(record.auction_ms / 1000)
         self.metrics.ping_answered(record.status)
+        price = record.price_cents
         log.info("ping", extra={"event": {
-            "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record.status,
-            "price": money.to_amount(price) if price is not None else None, "pinged": len(calls),
-            "bids": len(ranked), "auction_ms": auction_ms}})
-        return record
+            "event": "ping", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
+            "status": record.status, "price": money.to_amount(price) if price is not None else None,
+            "pinged": pinged, "bids": len(record.bids), "auction_ms": record.auction_ms}})
 
     # Post --------------------------------------------------------------------------------
 

@@ -159,6 +159,8 @@ def clean_reason(reason: str | None) -> str:
 
 #: (campaign id, URL) -> the request head, and whether a call may be resent on a fresh connection.
 Targets = dict[tuple[str, str], tuple[http1.Target, bool]]
+#: One call of a fan-out: campaign id, URL, request body, timeout in seconds.
+Call = tuple[str, str, bytes, float]
 
 
 def targets_of(campaigns: Iterable[Campaign]) -> Targets:
@@ -211,7 +213,7 @@ class BuyerClient:
         answer.ms = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
-    async def fan_out(self, calls: Sequence[tuple[str, str, bytes, float]], wait_s: float) -> list[Answer | None]:
+    async def fan_out(self, calls: Sequence[Call], wait_s: float) -> list[Answer | None]:
         """Every ``(campaign_id, url, body, timeout_s)`` at once, each as ``call`` would make
         it, waiting at most ``wait_s`` for all; a call not finished by then is given up
         (its connection closed) and its entry is None.
