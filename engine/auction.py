@@ -21,13 +21,13 @@ from typing import Any, Awaitable, TypeVar
 import msgspec
 
 from . import money
-from .buyers import Answer, BuyerClient, Call, PingBody, Targets, post_body, read_bid, read_post, targets_of
+from .buyers import Answer, BuyerClient, Call, PingBody, PostResult, Targets, post_body, read_bid, read_post, targets_of
 from .config import Buyer, Campaign, Config, Seller, Vertical
 from .errors import ApiError, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
-from .store.base import Numbering, Store, StoreUnavailable
+from .store.base import Numbering, Reservation, Store, StoreUnavailable
 from .targeting import Bid, Index, Selection, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
@@ -310,91 +310,146 @@ class Exchange:
 
     async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
                        duplicates: set[str]) -> PostRecord:
-        started = time.perf_counter()
-        deadline = started + self.config.exchange.post_timeout_ms / 1000
-        result = PostRecord(status="unsold", attempts=0, offers=[])
-        settle: list[Write] = []
+        """The lead down the ranked bids, then the result observed and kept, whatever ends the cascade."""
+        cascade = Cascade(seller, record, keys, duplicates, self.config.exchange.post_timeout_ms)
         try:
-            await self._offer_in_turn(seller, record, lead, keys, duplicates, deadline, result, settle)
+            await self._offer_in_turn(cascade, buyer_lead(record.ping, lead))
         finally:
             # Even when the cascade is cut short, what happened is logged first (the sale
-            # survives in the log if the store is lost), then recorded, with the lock freed
-            # and every reservation settled, in one round trip.
-            elapsed = time.perf_counter() - started
-            self.metrics.post_seconds.observe(elapsed)
-            self.metrics.post_answered(result.status)
-            log.info("post", extra={"event": {
-                "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
-                "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,
-                "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
-                "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
-                "post_ms": round(elapsed * 1000, 2)}})
+            # survives in the log if the store is lost), then kept.
+            self._observe_post(cascade)
+            await self._keep_post(cascade)
+        return cascade.result
 
-            def record_all() -> Awaitable[Any]:
-                return asyncio.gather(*(write() for write in settle), self.store.finish_post(record.ping_id, result))
-
-            try:
-                await record_all()
-            except StoreUnavailable:
-                if result.status != "sold":
-                    raise
-                self.journal.add(record.ping_id, record.seller_id, result, record_all)
-        return result
-
-    async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
-                             duplicates: set[str], deadline: float, result: PostRecord,
-                             settle: list[Write]) -> None:
-        """Offer the lead down the ranked bids. Store writes that need no answer (releases,
-        the commit) are left in ``settle`` to ride along with the next round trip."""
-        body_lead = buyer_lead(record.ping, lead)
-        for bid in record.bids:
+    async def _offer_in_turn(self, cascade: Cascade, lead: dict[str, Any]) -> None:
+        """Offer the lead down the ranked bids until a buyer takes it."""
+        for bid in cascade.record.bids:
             campaign = self.campaigns.get(bid.campaign_id)
             if campaign is None:
                 continue  # removed from the config since the ping
-            offer = CampaignOutcome(campaign_id=campaign.id, buyer_id=campaign.buyer, outcome="duplicate",
-                                    bid=money.to_amount(bid.cents))
-            result.offers.append(offer)
-            if campaign.buyer in duplicates:
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                offer.outcome = "skipped:post_deadline"
-                continue
-            reservation = None
-            if not record.test:
-                reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, time.time()),
-                                                       *(write() for write in settle))
-                settle.clear()
-                if reservation is None:
-                    offer.outcome = "capped"
-                    continue
-            result.attempts += 1
-            body = post_body(record.ping_id, bid.bid_id, campaign.id, bid.cents, record.test, body_lead)
-            try:
-                answer = await self.client.call(campaign.id, campaign.post_url, body,
-                                                min(campaign.post_timeout_ms / 1000, remaining))
-            except BaseException:
-                if reservation is not None:
-                    settle.append(partial(self.store.release, reservation))
-                raise
-            verdict = read_post(answer)
-            offer.outcome = verdict.outcome
-            offer.ms = answer.ms
-            self.metrics.post_outcome(campaign.id, verdict.outcome)
-            if not verdict.accepted:
-                if reservation is not None:
-                    settle.append(partial(self.store.release, reservation))
-                continue
+            if await self._offer(cascade, campaign, bid, lead):
+                return
+
+    async def _offer(self, cascade: Cascade, campaign: Campaign, bid: RankedBid, lead: dict[str, Any]) -> bool:
+        """One offer, recorded as it ends: a duplicate, past the deadline, capped, or sent;
+        True when the buyer took the lead. The reservation's commit or release is deferred
+        to ride along with the next round trip."""
+        offer = cascade.offer(campaign, bid.cents)
+        if campaign.buyer in cascade.duplicates:
+            return False
+        remaining = cascade.deadline - time.perf_counter()
+        if remaining <= 0:
+            offer.outcome = "skipped:post_deadline"
+            return False
+        reservation = None
+        if not cascade.record.test:
+            reservation = await self._reserve(cascade, campaign.id, bid.cents)
+            if reservation is None:
+                offer.outcome = "capped"
+                return False
+        cascade.result.attempts += 1
+        try:
+            verdict, ms = await self._post_to(cascade, campaign, bid, lead, min(campaign.post_timeout_ms / 1000, remaining))
+        except BaseException:
             if reservation is not None:
-                settle.append(partial(self.store.commit, reservation))
-                buyer = self.buyers[campaign.buyer]
-                if buyer.dedupe_days > 0:
-                    settle.append(partial(self.store.remember, buyer.id, keys, buyer.dedupe_days))
-            result.status = "sold"
-            result.price_cents = money.apply_share(bid.cents, seller.share)
-            result.lead_id = os.urandom(12).hex()
-            result.buyer_lead_id = verdict.lead_id
-            return
+                cascade.deferred.append(partial(self.store.release, reservation))
+            raise
+        offer.outcome = verdict.outcome
+        offer.ms = ms
+        self.metrics.post_outcome(campaign.id, verdict.outcome)
+        if not verdict.accepted:
+            if reservation is not None:
+                cascade.deferred.append(partial(self.store.release, reservation))
+            return False
+        if reservation is not None:
+            cascade.deferred.append(partial(self.store.commit, reservation))
+            buyer = self.buyers[campaign.buyer]
+            if buyer.dedupe_days > 0:
+                cascade.deferred.append(partial(self.store.remember, buyer.id, cascade.keys, buyer.dedupe_days))
+        cascade.sold(bid.cents, verdict.lead_id)
+        return True
+
+    async def _reserve(self, cascade: Cascade, campaign_id: str, cents: int) -> Reservation | None:
+        """The campaign's caps take one more lead worth ``cents``, or None at a cap; the
+        deferred writes go in the same round trip."""
+        reservation: Reservation | None
+        reservation, *_ = await asyncio.gather(self.store.reserve(campaign_id, cents, time.time()),
+                                               *(write() for write in cascade.deferred))
+        cascade.deferred.clear()
+        return reservation
+
+    async def _post_to(self, cascade: Cascade, campaign: Campaign, bid: RankedBid, lead: dict[str, Any],
+                       timeout_s: float) -> tuple[PostResult, float]:
+        """The lead posted to one buyer: this is where a buyer's post request is rendered
+        and its answer read."""
+        record = cascade.record
+        body = post_body(record.ping_id, bid.bid_id, campaign.id, bid.cents, record.test, lead)
+        answer = await self.client.call(campaign.id, campaign.post_url, body, timeout_s)
+        return read_post(answer), answer.ms
+
+    def _observe_post(self, cascade: Cascade) -> None:
+        """The metrics and the one log line of a post, sold or not."""
+        record, result = cascade.record, cascade.result
+        elapsed = time.perf_counter() - cascade.started
+        self.metrics.post_seconds.observe(elapsed)
+        self.metrics.post_answered(result.status)
+        log.info("post", extra={"event": {
+            "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
+            "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,
+            "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
+            "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
+            "post_ms": round(elapsed * 1000, 2)}})
+
+    async def _keep_post(self, cascade: Cascade) -> None:
+        """The one place a post's final result is made durable: stored on the ping's record
+        with the lock freed and every deferred write (releases, the commit, the duplicate
+        history) done, in one round trip. A sale the store cannot take now is kept in the
+        journal and written when the store is back: the buyer has bought the lead."""
+        record, result, deferred = cascade.record, cascade.result, cascade.deferred
+
+        def write() -> Awaitable[Any]:
+            return asyncio.gather(*(each() for each in deferred), self.store.finish_post(record.ping_id, result))
+
+        try:
+            await write()
+        except StoreUnavailable:
+            if result.status != "sold":
+                raise
+            self.journal.add(record.ping_id, record.seller_id, result, write)
+
+
+class Cascade:
+    """One post going down the ranked bids: its result so far, and the store writes that
+    need no answer (releases, the commit, the duplicate history), deferred to ride along
+    with the next round trip."""
+
+    __slots__ = ("seller", "record", "keys", "duplicates", "started", "deadline", "result", "deferred")
+
+    def __init__(self, seller: SellerView, record: PingRecord, keys: list[str], duplicates: set[str],
+                 timeout_ms: int) -> None:
+        self.seller = seller
+        self.record = record
+        self.keys = keys
+        self.duplicates = duplicates
+        self.started = time.perf_counter()
+        self.deadline = self.started + timeout_ms / 1000
+        self.result = PostRecord(status="unsold", attempts=0, offers=[])
+        self.deferred: list[Write] = []
+
+    def offer(self, campaign: Campaign, cents: int) -> CampaignOutcome:
+        """The next offer's outcome, a duplicate until it is more."""
+        offer = CampaignOutcome(campaign_id=campaign.id, buyer_id=campaign.buyer, outcome="duplicate",
+                                bid=money.to_amount(cents))
+        self.result.offers.append(offer)
+        return offer
+
+    def sold(self, cents: int, buyer_lead_id: str | None) -> None:
+        """The lead is sold at ``cents``: the seller's price is its share of it."""
+        result = self.result
+        result.status = "sold"
+        result.price_cents = money.apply_share(cents, self.seller.share)
+        result.lead_id = os.urandom(12).hex()
+        result.buyer_lead_id = buyer_lead_id
 
 
 async def within(deadline: float, work: Awaitable[T]) -> T:
