@@ -23,7 +23,7 @@ import msgspec
 from . import money
 from .buyers import Answer, BuyerClient, Call, PingBody, PostResult, Targets, post_body, read_bid, read_post, targets_of
 from .config import Buyer, Campaign, Config, Seller, Vertical
-from .errors import ApiError, refused
+from .errors import ApiError, Code, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
@@ -284,11 +284,11 @@ class Exchange:
         if record is None or record.seller_id != seller.seller.id:
             if opened.acquired:  # another seller's try must not hold the owner's lock
                 await self.store.unlock_post(ping_id)
-            raise ApiError(404, "not_found", "no such ping for this seller")
+            raise ApiError(Code.NOT_FOUND)
         if opened.result is not None:
             return opened.result
         if not opened.acquired:
-            raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
+            raise ApiError(Code.POST_IN_PROGRESS)
         try:
             check_post(record, lead, time.time(), self.verticals.get(record.ping.vertical))
         except ApiError:
@@ -466,9 +466,9 @@ def check_post(record: PingRecord, lead: Lead, now: float, declared: Vertical | 
     """Refusals that need the ping: no bid to sell to, expired, a lead that is not the one pinged,
     or attributes the ping's vertical (``declared``, if it declares them) does not take."""
     if record.price_cents is None:
-        raise ApiError(409, "no_bid", "this ping got no bid and cannot be posted")
+        raise ApiError(Code.NO_BID)
     if now >= record.expires_at:
-        raise ApiError(410, "ping_expired", "the ping expired; send a new ping")
+        raise ApiError(Code.PING_EXPIRED)
     check_same_lead(record.ping, lead, "lead")
     if declared is not None and isinstance(lead.attributes, dict):
         problems = declared.problems(lead.attributes, "lead.attributes")
@@ -485,5 +485,5 @@ def check_same_lead(ping: PingFields, lead: Lead, path: str) -> None:
             continue
         pinged = getattr(ping, name)
         if pinged is not msgspec.UNSET and repeated != pinged:
-            raise ApiError(422, "ping_mismatch", f"{path}.{name} differs from the ping",
+            raise ApiError(Code.PING_MISMATCH, f"{path}.{name} differs from the ping",
                            [FieldError(f"{path}.{name}", "differs from the ping")])
