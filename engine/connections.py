@@ -46,7 +46,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from .config import Exchange
-from .errors import ApiError
+from .errors import ApiError, Code
 from .metrics import Metrics
 
 log = logging.getLogger("pingpost.connections")
@@ -285,12 +285,12 @@ class Connection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("an answer is already under way; the connection is given up")
         if status == 400:
-            error = ApiError(400, "malformed_request", f"not a valid HTTP/1.1 request: {parser_reason(exc)}")
+            error = ApiError(Code.MALFORMED_REQUEST, f"not a valid HTTP/1.1 request: {parser_reason(exc)}")
             self._limits.metrics.rejected_requests.labels(error.code).inc()
             log.debug("malformed request", extra={"event": {"event": "malformed_request",
                                                             "error": type(exc).__name__}})
         else:
-            error = ApiError(500, "internal_error", "internal error")
+            error = ApiError(Code.INTERNAL_ERROR)
             log.error("unhandled", extra={"event": {"event": "unhandled", "path": request.path,
                                                     "error": type(exc).__name__}})
         response = web.Response(body=_encode(error.body()), status=error.status, content_type="application/json")
