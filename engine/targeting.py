@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import heapq
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,8 @@ from .targeting_terms import (
 
 # The shared terms are re-exported: the store and the tests read the block codes and reasons here.
 __all__ = ["BENCHED", "BLOCK_REASON", "CAPPED", "DETAIL_LIMIT", "FILTER_ORDER", "MINUTES_PER_WEEK", "OPEN",
-           "OVER_MAX", "Bid", "CompiledIndex", "Index", "Selection", "build_index", "minute_of_week", "rank",
-           "reference_rank", "rule_passes", "schedule_bitmap", "tiebreak_keys"]
+           "OVER_MAX", "Bid", "CompiledIndex", "CoreInput", "Index", "Selection", "build_index",
+           "minute_of_week", "rank", "reference_rank", "rule_passes", "schedule_bitmap", "tiebreak_keys"]
 
 
 @dataclass(slots=True)
@@ -258,6 +258,24 @@ def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[
     return [t[3] for t in kept], dropped
 
 
+@dataclass(frozen=True, slots=True)
+class CoreInput:
+    """What the compiled twin's ``Core`` is built from: the reference index's parts, and the
+    reference functions it hands back what it cannot answer exactly in C (huge integers,
+    values of unexpected types). A plain value, so the twin imports nothing of this module."""
+
+    campaigns: list[Campaign]
+    by_vertical: dict[str, list[int]]
+    #: campaign number -> (time zone, ``schedule_bitmap``); equal windows share one bitmap.
+    schedules: dict[int, tuple[datetime.tzinfo, bytearray]]
+    max_buyers: int
+    detail_limit: int
+    selection: type[Selection]
+    rule_passes: Callable[[Rule, dict[str, Any] | None], bool]
+    minute_of_week: Callable[[float, datetime.tzinfo], int]
+    best_first: Callable[[list[int], Sequence[int], int], list[int]]
+
+
 class CompiledIndex(Index):
     """The reference index plus its compiled twin (``ext/_targeting.pyx``), which answers
     ``select``; the reference parts stay for ``failed_filter`` and the twin's rare exact
@@ -267,7 +285,10 @@ class CompiledIndex(Index):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self._core = _compiled.Core(self)
+        self._core = _compiled.Core(CoreInput(
+            campaigns=self.campaigns, by_vertical=self.by_vertical, schedules=self._schedules,
+            max_buyers=self.max_buyers, detail_limit=DETAIL_LIMIT, selection=Selection,
+            rule_passes=rule_passes, minute_of_week=minute_of_week, best_first=self.best_first))
 
     def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
                last_bids: Sequence[int]) -> Selection:
@@ -280,7 +301,7 @@ except ImportError:  # the extension is not built: the reference serves
     _compiled = None
     rank = reference_rank
 else:
-    rank = _compiled.rank
+    rank = _compiled.Ranker(reference_rank).rank
 
 
 def build_index(config: Config) -> Index:

@@ -8,6 +8,11 @@ source, attribute values, each time zone's minute of the week) is looked up once
 layout is described in docs/targeting.md; the reference stays the definition, and
 whatever is too odd to compile exactly (huge integers, values of unexpected types) is
 handed back to it.
+
+It imports nothing of the reference: the terms both share come from
+``pingpost.targeting_terms``, read once at import, and ``Core`` and ``Ranker`` are given
+the reference's parts and functions they need (``targeting.CoreInput``,
+``targeting.reference_rank``) when ``pingpost.targeting`` builds them.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
@@ -98,8 +103,8 @@ KEYED_ORDER, KIND_REASONS, RULE_REASON = read_terms(targeting_terms)
 # Rule ops and value kinds.
 cdef enum:
     OP_EQ, OP_NE, OP_IN, OP_NOT_IN, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_BETWEEN, OP_EXISTS
-OPS = {"eq": OP_EQ, "ne": OP_NE, "in": OP_IN, "not_in": OP_NOT_IN, "gt": OP_GT, "gte": OP_GTE,
-       "lt": OP_LT, "lte": OP_LTE, "between": OP_BETWEEN, "exists": OP_EXISTS}
+cdef dict OPS = {"eq": OP_EQ, "ne": OP_NE, "in": OP_IN, "not_in": OP_NOT_IN, "gt": OP_GT, "gte": OP_GTE,
+                "lt": OP_LT, "lte": OP_LTE, "between": OP_BETWEEN, "exists": OP_EXISTS}
 cdef enum:
     K_PYTHON, K_STR, K_NUM, K_BOOL          # K_PYTHON: only the reference can compare it
 cdef enum:
@@ -342,9 +347,9 @@ cdef class _Vertical:
 
 
 cdef class Core:
-    """Built once per config from the reference ``Index``; ``select`` is its hot path."""
+    """Built once per config from a ``targeting.CoreInput``; ``select`` is its hot path."""
 
-    cdef object index, selection, reference_rule, minute_of_week
+    cdef object selection, reference_rule, reference_best_first, minute_of_week
     cdef tuple slot_texts      # the reason counted in each slot: the kinds, then rule fields
     cdef dict rule_texts       # field -> "filtered:rule:<field>"
     cdef list rule_tuples
@@ -383,28 +388,27 @@ cdef class Core:
         PyMem_Free(self.zone_minute)
         PyMem_Free(self.zone_mow)
 
-    def __init__(self, index):
-        from pingpost import targeting
-        self.index = index
-        self.selection = targeting.Selection
-        self.reference_rule = targeting.rule_passes
-        self.minute_of_week = targeting.minute_of_week
-        self.n_campaigns = len(index.campaigns)
-        self.max_buyers = index.max_buyers
-        self.detail_limit = targeting.DETAIL_LIMIT
+    def __init__(self, inputs):
+        self.selection = inputs.selection
+        self.reference_rule = inputs.rule_passes
+        self.reference_best_first = inputs.best_first
+        self.minute_of_week = inputs.minute_of_week
+        self.n_campaigns = len(inputs.campaigns)
+        self.max_buyers = inputs.max_buyers
+        self.detail_limit = inputs.detail_limit
         self.strings = {}
         self.field_names = []
         self.rules = []
         self.zones = []
-        campaigns = index.campaigns
+        campaigns = inputs.campaigns
         priorities = sorted({c.priority for c in campaigns}, reverse=True)
         ranks = {p: r for r, p in enumerate(priorities)}
         self.rank_bits = len(priorities).bit_length()
-        weeks = self._build_schedules(index._schedules)
+        weeks = self._build_schedules(inputs.schedules)
         pred_of = self._build_rules(campaigns)
         self.slot_texts = (*KIND_REASONS, *[self.rule_texts[name] for name in self.field_names])
         self.verticals = {name: self._build_vertical(numbers, campaigns, ranks, weeks, pred_of)
-                          for name, numbers in index.by_vertical.items()}
+                          for name, numbers in inputs.by_vertical.items()}
 
     def select(self, ping, seller_id, now, const unsigned char[::1] blocks, last_bids):
         """``Index.select``: the same eligible list and the same reasons or counts, in the same order."""
@@ -650,7 +654,7 @@ cdef class Core:
     cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, Py_ssize_t limit,
                                 object last_bids) except -1:
         position = {v.camps[passing[i]].number: passing[i] for i in range(n)}
-        numbers = self.index.best_first(list(position), last_bids, limit)
+        numbers = self.reference_best_first(list(position), last_bids, limit)
         for i, number in enumerate(numbers):
             passing[i] = position[number]
         return 0
@@ -774,37 +778,44 @@ cdef int by_rank(const void* a, const void* b) noexcept nogil:
     return -1 if x.at < y.at else (1 if x.at > y.at else 0)
 
 
-def rank(bids, min_bid_cents, seed):
-    """``targeting.reference_rank`` over C integers; bids whose numbers do not fit 64 bits
-    (or are not ints) are ranked by the reference."""
-    bids = bids if type(bids) is list else list(bids)
-    cdef Py_ssize_t n = len(bids), i, kept = 0
-    cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
-    cdef int64_t floor
-    cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
-    if entries == NULL:
-        raise MemoryError
-    dropped = []
-    try:
-        floor = min_bid_cents
-        for i in range(n):
-            bid = <object>list_get(bids, i)
-            state += 0x9E3779B97F4A7C15ULL
-            z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-            entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
-            if entries[kept].cents <= 0 or entries[kept].cents < floor:
-                dropped.append(bid)
-            else:
-                entries[kept].key, entries[kept].at = z ^ (z >> 31), i
-                kept += 1
-        qsort(entries, kept, sizeof(Entry), by_rank)
-        ranked = PyList_New(kept)
-        for i in range(kept):
-            put(ranked, i, list_get(bids, entries[i].at))
-        return ranked, dropped
-    except (OverflowError, TypeError):
-        from pingpost.targeting import reference_rank
-        return reference_rank(bids, min_bid_cents, seed)
-    finally:
-        PyMem_Free(entries)
+cdef class Ranker:
+    """``targeting.reference_rank`` over C integers, made with the reference ranker it hands
+    the bids to whose numbers do not fit 64 bits (or are not ints)."""
+
+    cdef object reference
+
+    def __init__(self, reference):
+        self.reference = reference
+
+    def rank(self, bids, min_bid_cents, seed):
+        """``reference_rank(bids, min_bid_cents, seed)``, the same answer."""
+        bids = bids if type(bids) is list else list(bids)
+        cdef Py_ssize_t n = len(bids), i, kept = 0
+        cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
+        cdef int64_t floor
+        cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
+        if entries == NULL:
+            raise MemoryError
+        dropped = []
+        try:
+            floor = min_bid_cents
+            for i in range(n):
+                bid = <object>list_get(bids, i)
+                state += 0x9E3779B97F4A7C15ULL
+                z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+                entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
+                if entries[kept].cents <= 0 or entries[kept].cents < floor:
+                    dropped.append(bid)
+                else:
+                    entries[kept].key, entries[kept].at = z ^ (z >> 31), i
+                    kept += 1
+            qsort(entries, kept, sizeof(Entry), by_rank)
+            ranked = PyList_New(kept)
+            for i in range(kept):
+                put(ranked, i, list_get(bids, entries[i].at))
+            return ranked, dropped
+        except (OverflowError, TypeError):
+            return self.reference(bids, min_bid_cents, seed)
+        finally:
+            PyMem_Free(entries)
