@@ -87,7 +87,7 @@ def _same(a: Any, b: Any) -> bool:
     """Equality that keeps booleans apart from numbers (true is not 1)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a is b
-    return a == b
+    return bool(a == b)
 
 
 def _number(x: Any) -> bool:
@@ -116,15 +116,15 @@ def rule_passes(rule: Rule, attributes: dict[str, Any] | None) -> bool:
     if not _number(value) or not _number(target if rule.op != "between" else 0):
         return False
     if rule.op == "gt":
-        return value > target
+        return bool(value > target)
     if rule.op == "gte":
-        return value >= target
+        return bool(value >= target)
     if rule.op == "lt":
-        return value < target
+        return bool(value < target)
     if rule.op == "lte":
-        return value <= target
-    low, high = target  # type: ignore[misc]
-    return low <= value <= high
+        return bool(value <= target)
+    low, high = target  # type: ignore[misc, str-unpack]
+    return bool(low <= value <= high)
 
 
 class Index:
@@ -298,7 +298,7 @@ class CompiledIndex(Index):
 try:
     from . import _targeting as _compiled
 except ImportError:  # the extension is not built: the reference serves
-    _compiled = None
+    _compiled = None  # type: ignore[assignment]  # build_index and the tests ask which
     rank = reference_rank
 else:
     rank = _compiled.Ranker(reference_rank).rank
