@@ -3,7 +3,8 @@
 This is the definition of who may bid on a ping and in which order bids win. The
 compiled twin in ``ext/`` must give identical answers (differential tests hold it to
 that); ``Index`` here stays as the readable reference and the fallback when the
-extension is not built.
+extension is not built. The terms both share (block codes, filter order, reason texts,
+the detail limit) live in ``targeting_terms`` and are re-exported here.
 
 Index layout: campaigns are numbered once per config (``Index.campaigns[i]``); the store
 keeps a ``bytearray`` of per-campaign blocks (``OPEN``/``CAPPED``/``BENCHED``) indexed the
@@ -15,27 +16,30 @@ from __future__ import annotations
 import datetime
 import heapq
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, cast
+from typing import Any
 
 from . import money
 from .config import DAYS, Campaign, Config, Rule, minutes, zone
 from .schema import PingFields
+from .targeting_terms import (
+    BENCHED,
+    BLOCK_REASON,
+    CAPPED,
+    DETAIL_LIMIT,
+    FILTER_ORDER,
+    FILTERED,
+    MINUTES_PER_WEEK,
+    OPEN,
+    OVER_MAX,
+    RULE,
+)
 
-OPEN, CAPPED, BENCHED = 0, 1, 2
-BLOCK_REASON = {CAPPED: "capped", BENCHED: "benched"}
-OVER_MAX = "skipped:max_buyers"
-MINUTES_PER_WEEK = 7 * 24 * 60
-
-#: Campaigns not selected that a ``Selection`` names one by one; past this many (a vertical
-#: of thousands of campaigns) it counts them by reason instead: building, keeping and
-#: freeing one tuple per campaign was most of a select's cost, and the per-lead trace
-#: keeps no more detail than this anyway.
-DETAIL_LIMIT = 64
-
-#: Filters in the order they are tried; the first that fails is the recorded reason.
-FILTER_ORDER = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixes", "sellers",
-                "exclude_sellers", "sources", "exclude_sources", "min_quality", "schedule", "rules")
+# The shared terms are re-exported: the store and the tests read the block codes and reasons here.
+__all__ = ["BENCHED", "BLOCK_REASON", "CAPPED", "DETAIL_LIMIT", "FILTER_ORDER", "MINUTES_PER_WEEK", "OPEN",
+           "OVER_MAX", "Bid", "CompiledIndex", "CoreInput", "Index", "Selection", "build_index",
+           "minute_of_week", "rank", "reference_rank", "rule_passes", "schedule_bitmap", "tiebreak_keys"]
 
 
 @dataclass(slots=True)
@@ -119,7 +123,7 @@ def rule_passes(rule: Rule, attributes: dict[str, Any] | None) -> bool:
         return bool(value < target)
     if rule.op == "lte":
         return bool(value <= target)
-    low, high = cast("list[float]", target)
+    low, high = target  # type: ignore[misc, str-unpack]
     return bool(low <= value <= high)
 
 
@@ -188,7 +192,7 @@ class Index:
                 return "schedule"
         for rule in f.rules or ():
             if not rule_passes(rule, attributes):
-                return f"rule:{rule.field}"
+                return RULE + rule.field
         return None
 
     def best_first(self, numbers: list[int], last_bids: Sequence[int], limit: int) -> list[int]:
@@ -214,7 +218,7 @@ class Index:
             if reason is None:
                 passing.append(i)
             else:
-                failed.append((i, "filtered:" + reason))
+                failed.append((i, FILTERED + reason))
         over_max = max(len(passing) - self.max_buyers, 0)
         if len(failed) + over_max <= DETAIL_LIMIT:
             ranked = self.best_first(passing, last_bids, len(passing))
@@ -254,6 +258,24 @@ def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[
     return [t[3] for t in kept], dropped
 
 
+@dataclass(frozen=True, slots=True)
+class CoreInput:
+    """What the compiled twin's ``Core`` is built from: the reference index's parts, and the
+    reference functions it hands back what it cannot answer exactly in C (huge integers,
+    values of unexpected types). A plain value, so the twin imports nothing of this module."""
+
+    campaigns: list[Campaign]
+    by_vertical: dict[str, list[int]]
+    #: campaign number -> (time zone, ``schedule_bitmap``); equal windows share one bitmap.
+    schedules: dict[int, tuple[datetime.tzinfo, bytearray]]
+    max_buyers: int
+    detail_limit: int
+    selection: type[Selection]
+    rule_passes: Callable[[Rule, dict[str, Any] | None], bool]
+    minute_of_week: Callable[[float, datetime.tzinfo], int]
+    best_first: Callable[[list[int], Sequence[int], int], list[int]]
+
+
 class CompiledIndex(Index):
     """The reference index plus its compiled twin (``ext/_targeting.pyx``), which answers
     ``select``; the reference parts stay for ``failed_filter`` and the twin's rare exact
@@ -263,7 +285,10 @@ class CompiledIndex(Index):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self._core = _compiled.Core(self)
+        self._core = _compiled.Core(CoreInput(
+            campaigns=self.campaigns, by_vertical=self.by_vertical, schedules=self._schedules,
+            max_buyers=self.max_buyers, detail_limit=DETAIL_LIMIT, selection=Selection,
+            rule_passes=rule_passes, minute_of_week=minute_of_week, best_first=self.best_first))
 
     def select(self, ping: PingFields, seller_id: str, now: float, blocks: bytes | bytearray,
                last_bids: Sequence[int]) -> Selection:
@@ -273,10 +298,10 @@ class CompiledIndex(Index):
 try:
     from . import _targeting as _compiled
 except ImportError:  # the extension is not built: the reference serves
-    _compiled = None  # type: ignore[assignment]  # typed as the module; None means not built
+    _compiled = None  # type: ignore[assignment]  # build_index and the tests ask which
     rank = reference_rank
 else:
-    rank = _compiled.rank
+    rank = _compiled.Ranker(reference_rank).rank
 
 
 def build_index(config: Config) -> Index:

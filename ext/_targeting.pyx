@@ -8,6 +8,11 @@ source, attribute values, each time zone's minute of the week) is looked up once
 layout is described in docs/targeting.md; the reference stays the definition, and
 whatever is too odd to compile exactly (huge integers, values of unexpected types) is
 handed back to it.
+
+It imports nothing of the reference: the terms both share come from
+``pingpost.targeting_terms``, read once at import, and ``Core`` and ``Ranker`` are given
+the reference's parts and functions they need (``targeting.CoreInput``,
+``targeting.reference_rank``) when ``pingpost.targeting`` builds them.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
@@ -17,6 +22,8 @@ from libc.math cimport isfinite, modf, nearbyint
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t, uint8_t, INT64_MIN
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memset
+
+from pingpost import targeting_terms
 
 
 cdef extern from *:
@@ -34,34 +41,70 @@ cdef extern from "Python.h":
     object PyList_New(Py_ssize_t n)
 
 
-# Filter bits, in the order of targeting.FILTER_ORDER (the first failing one is the reason).
-# Bits 0..8 are the keyed filters, answered per ping from the inverted lists.
+# The keyed filters: the key family of the ping each looks up, and whether a listed key
+# passes it (a list to be in) or fails it (an exclusion). Per ping they are answered
+# together from inverted lists; a filter's bit is its place in FILTER_ORDER.
 cdef enum:
-    INCLUDE = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 7)
-    EXCLUDE = (1 << 1) | (1 << 3) | (1 << 6) | (1 << 8)
-    MIN_QUALITY = 9
-    SCHEDULE = 10
-    RULES = 11
-    # Reasons other than a filter's (rules have their own list, see Core.rule_reasons).
-    R_CAPPED = 11
-    R_BENCHED = 12
-    R_OVER_MAX = 13
-    REASON_KINDS = 14          # then one counting slot per rule field (Core.slot_texts)
+    STATE, ZIP, ZIP_PREFIX, SELLER, SOURCE, N_FAMILIES
+cdef dict KEYED = {"states": (STATE, True), "exclude_states": (STATE, False), "zips": (ZIP, True),
+                   "exclude_zips": (ZIP, False), "zip_prefixes": (ZIP_PREFIX, True), "sellers": (SELLER, True),
+                   "exclude_sellers": (SELLER, False), "sources": (SOURCE, True), "exclude_sources": (SOURCE, False)}
+# What the campaign loop finds for a campaign besides a reason kind (which is >= 0).
+cdef enum:
     PASS = -1
-    RULE_FAILED = -2           # minus the rule reference: the campaign's rule that failed
+    NOT_A_BLOCK = -2           # a block byte the terms do not define
+    RULE_FAILED = -3           # minus the rule reference: the campaign's rule that failed
 
-# The key each keyed filter looks up: FAMILY[bit] indexes the ping's keys.
-cdef int FAMILY[9]
-FAMILY[:] = [0, 0, 1, 1, 2, 3, 3, 4, 4]
-KEYED_FILTERS = ("states", "exclude_states", "zips", "exclude_zips", "zip_prefixes",
-                 "sellers", "exclude_sellers", "sources", "exclude_sources")
-N_FAMILIES = 5
+# The layout derived from the terms by read_terms() below, at import.
+cdef int MIN_QUALITY, SCHEDULE      # filter bits after the keyed ones'; a filter's bit is its reason kind
+cdef unsigned int INCLUDE = 0, EXCLUDE = 0  # the keyed filters' bits a listed key passes / fails
+cdef int FAMILY[16]                 # keyed filter bit -> key family
+cdef int FIRST_BLOCK                # reason kinds: the filters' (rules have their own list, see
+cdef int R_OVER_MAX, REASON_KINDS   # Core.rule_reasons), one per block code, skipped:max_buyers
+cdef int16_t BLOCK_KIND[256]        # block byte -> its reason kind, PASS or NOT_A_BLOCK
+
+
+cdef tuple read_terms(object terms):
+    """The C layout from ``targeting_terms``, or ``TermsError`` for terms it cannot encode:
+    the loop answers the keyed filters at once, then min_quality, schedule and rules, in
+    that order; blocks are the bytes of a ``bytearray``. Returns (the keyed filters in
+    bit order, the text of each reason kind, the prefix of a rule's reason)."""
+    global MIN_QUALITY, SCHEDULE, INCLUDE, EXCLUDE, FIRST_BLOCK, R_OVER_MAX, REASON_KINDS
+    order, codes, n = tuple(terms.FILTER_ORDER), dict(terms.BLOCK_REASON), len(KEYED)
+    if set(order[:n]) != set(KEYED) or order[n:] != ("min_quality", "schedule", "rules"):
+        raise terms.TermsError(f"FILTER_ORDER {order}: the compiled targeting tries {', '.join(KEYED)} "
+                               "(in any order) first, then min_quality, schedule and rules")
+    if not all(type(code) is int and 0 <= code < 256 for code in [terms.OPEN, *codes]) or terms.OPEN in codes:
+        raise terms.TermsError(f"OPEN {terms.OPEN!r} and BLOCK_REASON {codes!r}: block codes are "
+                               "distinct bytes, and open is not a block")
+    for bit, name in enumerate(order[:n]):
+        FAMILY[bit], listed_passes = KEYED[name]
+        if listed_passes:
+            INCLUDE |= 1 << bit
+        else:
+            EXCLUDE |= 1 << bit
+    MIN_QUALITY, SCHEDULE = n, n + 1
+    FIRST_BLOCK = SCHEDULE + 1
+    R_OVER_MAX = FIRST_BLOCK + len(codes)
+    REASON_KINDS = R_OVER_MAX + 1
+    for b in range(256):
+        BLOCK_KIND[b] = NOT_A_BLOCK
+    BLOCK_KIND[terms.OPEN] = PASS
+    for kind, code in enumerate(codes, FIRST_BLOCK):
+        BLOCK_KIND[code] = kind
+    kind_reasons = (*[terms.FILTERED + name for name in order[:FIRST_BLOCK]], *codes.values(), terms.OVER_MAX)
+    return order[:n], kind_reasons, terms.FILTERED + terms.RULE
+
+
+cdef tuple KEYED_ORDER, KIND_REASONS
+cdef str RULE_REASON
+KEYED_ORDER, KIND_REASONS, RULE_REASON = read_terms(targeting_terms)
 
 # Rule ops and value kinds.
 cdef enum:
     OP_EQ, OP_NE, OP_IN, OP_NOT_IN, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_BETWEEN, OP_EXISTS
-OPS = {"eq": OP_EQ, "ne": OP_NE, "in": OP_IN, "not_in": OP_NOT_IN, "gt": OP_GT, "gte": OP_GTE,
-       "lt": OP_LT, "lte": OP_LTE, "between": OP_BETWEEN, "exists": OP_EXISTS}
+cdef dict OPS = {"eq": OP_EQ, "ne": OP_NE, "in": OP_IN, "not_in": OP_NOT_IN, "gt": OP_GT, "gte": OP_GTE,
+                "lt": OP_LT, "lte": OP_LTE, "between": OP_BETWEEN, "exists": OP_EXISTS}
 cdef enum:
     K_PYTHON, K_STR, K_NUM, K_BOOL          # K_PYTHON: only the reference can compare it
 cdef enum:
@@ -71,7 +114,7 @@ cdef enum:
 
 # Integers beyond 2**53 do not survive the trip to double; they go to the reference.
 cdef int64_t EXACT = 1LL << 53
-cdef int WORDS_PER_WEEK = (7 * 24 * 60 + 63) // 64
+cdef int WORDS_PER_WEEK = (targeting_terms.MINUTES_PER_WEEK + 63) // 64  # a schedule bitmap packed to bits
 
 
 ctypedef struct Camp:       # 32 bytes: the loop streams through all of them
@@ -279,7 +322,7 @@ cdef class _Vertical:
         cdef Py_ssize_t kind, pos
         for kind in range(REASON_KINDS):
             for pos in range(self.n):
-                if kind >= R_CAPPED or self.camps[pos].present >> kind & 1:
+                if kind >= FIRST_BLOCK or self.camps[pos].present >> kind & 1:
                     reason = (self.camps[pos].number, texts[kind])
                     self.tuples.append(reason)
                     self.reasons[kind * self.n + pos] = <PyObject*>reason
@@ -304,10 +347,9 @@ cdef class _Vertical:
 
 
 cdef class Core:
-    """Built once per config from the reference ``Index``; ``select`` is its hot path."""
+    """Built once per config from a ``targeting.CoreInput``; ``select`` is its hot path."""
 
-    cdef object index, selection, reference_rule, minute_of_week
-    cdef tuple kind_reasons    # the text of each reason kind: filter bits, R_CAPPED, ...
+    cdef object selection, reference_rule, reference_best_first, minute_of_week
     cdef tuple slot_texts      # the reason counted in each slot: the kinds, then rule fields
     cdef dict rule_texts       # field -> "filtered:rule:<field>"
     cdef list rule_tuples
@@ -346,33 +388,27 @@ cdef class Core:
         PyMem_Free(self.zone_minute)
         PyMem_Free(self.zone_mow)
 
-    def __init__(self, index):
-        from pingpost import targeting
-        self.index = index
-        self.selection = targeting.Selection
-        self.reference_rule = targeting.rule_passes
-        self.minute_of_week = targeting.minute_of_week
-        assert targeting.FILTER_ORDER == (*KEYED_FILTERS, "min_quality", "schedule", "rules")
-        assert (targeting.CAPPED, targeting.BENCHED) == (1, 2)  # blocks[i] - 1 + R_CAPPED
-        self.kind_reasons = (*["filtered:" + name for name in targeting.FILTER_ORDER[:RULES]],
-                             targeting.BLOCK_REASON[targeting.CAPPED],
-                             targeting.BLOCK_REASON[targeting.BENCHED], targeting.OVER_MAX)
-        self.n_campaigns = len(index.campaigns)
-        self.max_buyers = index.max_buyers
-        self.detail_limit = targeting.DETAIL_LIMIT
+    def __init__(self, inputs):
+        self.selection = inputs.selection
+        self.reference_rule = inputs.rule_passes
+        self.reference_best_first = inputs.best_first
+        self.minute_of_week = inputs.minute_of_week
+        self.n_campaigns = len(inputs.campaigns)
+        self.max_buyers = inputs.max_buyers
+        self.detail_limit = inputs.detail_limit
         self.strings = {}
         self.field_names = []
         self.rules = []
         self.zones = []
-        campaigns = index.campaigns
+        campaigns = inputs.campaigns
         priorities = sorted({c.priority for c in campaigns}, reverse=True)
         ranks = {p: r for r, p in enumerate(priorities)}
         self.rank_bits = len(priorities).bit_length()
-        weeks = self._build_schedules(index._schedules)
+        weeks = self._build_schedules(inputs.schedules)
         pred_of = self._build_rules(campaigns)
-        self.slot_texts = (*self.kind_reasons, *[self.rule_texts[name] for name in self.field_names])
+        self.slot_texts = (*KIND_REASONS, *[self.rule_texts[name] for name in self.field_names])
         self.verticals = {name: self._build_vertical(numbers, campaigns, ranks, weeks, pred_of)
-                          for name, numbers in index.by_vertical.items()}
+                          for name, numbers in inputs.by_vertical.items()}
 
     def select(self, ping, seller_id, now, const unsigned char[::1] blocks, last_bids):
         """``Index.select``: the same eligible list and the same reasons or counts, in the same order."""
@@ -410,15 +446,15 @@ cdef class Core:
         """Per ping, one lookup per key instead of one test per campaign and keyed filter."""
         state = ping.state
         if isinstance(state, str):
-            v._mark(0, state.upper(), hits)
+            v._mark(STATE, state.upper(), hits)
         zip5 = ping.zip[:5]
-        v._mark(1, zip5, hits)
+        v._mark(ZIP, zip5, hits)
         for length in range(len(zip5) + 1):
-            v._mark(2, zip5[:length], hits)
-        v._mark(3, seller_id, hits)
+            v._mark(ZIP_PREFIX, zip5[:length], hits)
+        v._mark(SELLER, seller_id, hits)
         source = ping.source_id
         if isinstance(source, str):
-            v._mark(4, source, hits)
+            v._mark(SOURCE, source, hits)
 
     cdef object _select(self, _Vertical v, object ping, object now, const unsigned char[::1] blocks,
                         object last_bids, Ping* scratch, int32_t* failed, int32_t* passing,
@@ -432,24 +468,28 @@ cdef class Core:
         cdef const Camp* c
         cdef unsigned int fails, present, b
         cdef int verdict, m, kind, slot
+        # The layout read at import, as locals the loop keeps in registers.
+        cdef unsigned int listed_passes = INCLUDE, listed_fails = EXCLUDE
+        cdef unsigned int quality_bit = 1U << MIN_QUALITY, schedule_bit = 1U << SCHEDULE
+        cdef int min_quality = MIN_QUALITY, schedule = SCHEDULE
+        cdef const int16_t* block_kind = BLOCK_KIND
         for pos in range(v.n):
             c = &v.camps[pos]
             b = blocks[c.number]
             present = c.present
-            fails = present & ((INCLUDE & ~hits[pos]) | (EXCLUDE & hits[pos]))
-            kind = PASS
-            if b:
-                if b > 2:
+            fails = present & ((listed_passes & ~hits[pos]) | (listed_fails & hits[pos]))
+            kind = block_kind[b]
+            if kind != PASS:
+                if kind == NOT_A_BLOCK:
                     raise KeyError(b)
-                kind = R_CAPPED + b - 1
             elif fails:
                 kind = lowest_bit(fails)
-            elif present >> MIN_QUALITY & 1 and (not has_quality or score < c.min_quality):
-                kind = MIN_QUALITY
-            elif present >> SCHEDULE & 1:
+            elif present & quality_bit and (not has_quality or score < c.min_quality):
+                kind = min_quality
+            elif present & schedule_bit:
                 m = self._minute_of_week(c.zone, minute, now)
                 if not self.weeks[c.week + (m >> 6)] >> (m & 63) & 1:
-                    kind = SCHEDULE
+                    kind = schedule
             if kind == PASS:
                 for j in range(c.rules, c.rules + c.n_rules):
                     verdict = scratch.preds[self.rule_preds[j]]
@@ -614,7 +654,7 @@ cdef class Core:
     cdef int _python_best_first(self, _Vertical v, int32_t* passing, Py_ssize_t n, Py_ssize_t limit,
                                 object last_bids) except -1:
         position = {v.camps[passing[i]].number: passing[i] for i in range(n)}
-        numbers = self.index.best_first(list(position), last_bids, limit)
+        numbers = self.reference_best_first(list(position), last_bids, limit)
         for i, number in enumerate(numbers):
             passing[i] = position[number]
         return 0
@@ -664,7 +704,7 @@ cdef class Core:
         self.rule_reasons = <PyObject**>PyMem_Malloc((n_refs + 1) * sizeof(PyObject*))
         if self.preds == NULL or self.values == NULL or self.rule_preds == NULL or self.rule_reasons == NULL:
             raise MemoryError
-        self.rule_texts = {field: "filtered:rule:" + field for field in field_of}
+        self.rule_texts = {field: RULE_REASON + field for field in field_of}
         self.rule_tuples = []
         cdef Pred* pred
         cdef Py_ssize_t first = 0
@@ -693,12 +733,13 @@ cdef class Core:
             f = campaigns[number].filters
             c = &v.camps[pos]
             c.number, c.rank = number, ranks[campaigns[number].priority]
-            for bit, name in enumerate(KEYED_FILTERS):
+            for bit, name in enumerate(KEYED_ORDER):
                 keys = getattr(f, name)
                 if keys is not None:
                     c.present |= 1 << bit
+                    family = lists[FAMILY[bit]]
                     for key in keys:
-                        lists[FAMILY[bit]].setdefault(key.upper() if bit < 2 else key, []).append(pos << 4 | bit)
+                        family.setdefault(key.upper() if FAMILY[bit] == STATE else key, []).append(pos << 4 | bit)
             if f.min_quality is not None:
                 c.present |= 1 << MIN_QUALITY
                 c.min_quality = f.min_quality
@@ -709,7 +750,7 @@ cdef class Core:
             for rule in f.rules or ():
                 self.rule_preds[self.n_rule_refs] = pred_of[(rule.field, rule.op, _typed(rule.value))]
                 self.n_rule_refs += 1
-        v._set_reasons(self.kind_reasons)
+        v._set_reasons(KIND_REASONS)
         for pos, number in enumerate(numbers):
             for j, rule in enumerate(campaigns[number].filters.rules or ()):
                 reason = (number, self.rule_texts[rule.field])
@@ -737,37 +778,44 @@ cdef int by_rank(const void* a, const void* b) noexcept nogil:
     return -1 if x.at < y.at else (1 if x.at > y.at else 0)
 
 
-def rank(bids, min_bid_cents, seed):
-    """``targeting.reference_rank`` over C integers; bids whose numbers do not fit 64 bits
-    (or are not ints) are ranked by the reference."""
-    bids = bids if type(bids) is list else list(bids)
-    cdef Py_ssize_t n = len(bids), i, kept = 0
-    cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
-    cdef int64_t floor
-    cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
-    if entries == NULL:
-        raise MemoryError
-    dropped = []
-    try:
-        floor = min_bid_cents
-        for i in range(n):
-            bid = <object>list_get(bids, i)
-            state += 0x9E3779B97F4A7C15ULL
-            z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-            entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
-            if entries[kept].cents <= 0 or entries[kept].cents < floor:
-                dropped.append(bid)
-            else:
-                entries[kept].key, entries[kept].at = z ^ (z >> 31), i
-                kept += 1
-        qsort(entries, kept, sizeof(Entry), by_rank)
-        ranked = PyList_New(kept)
-        for i in range(kept):
-            put(ranked, i, list_get(bids, entries[i].at))
-        return ranked, dropped
-    except (OverflowError, TypeError):
-        from pingpost.targeting import reference_rank
-        return reference_rank(bids, min_bid_cents, seed)
-    finally:
-        PyMem_Free(entries)
+cdef class Ranker:
+    """``targeting.reference_rank`` over C integers, made with the reference ranker it hands
+    the bids to whose numbers do not fit 64 bits (or are not ints)."""
+
+    cdef object reference
+
+    def __init__(self, reference):
+        self.reference = reference
+
+    def rank(self, bids, min_bid_cents, seed):
+        """``reference_rank(bids, min_bid_cents, seed)``, the same answer."""
+        bids = bids if type(bids) is list else list(bids)
+        cdef Py_ssize_t n = len(bids), i, kept = 0
+        cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
+        cdef int64_t floor
+        cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
+        if entries == NULL:
+            raise MemoryError
+        dropped = []
+        try:
+            floor = min_bid_cents
+            for i in range(n):
+                bid = <object>list_get(bids, i)
+                state += 0x9E3779B97F4A7C15ULL
+                z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+                entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
+                if entries[kept].cents <= 0 or entries[kept].cents < floor:
+                    dropped.append(bid)
+                else:
+                    entries[kept].key, entries[kept].at = z ^ (z >> 31), i
+                    kept += 1
+            qsort(entries, kept, sizeof(Entry), by_rank)
+            ranked = PyList_New(kept)
+            for i in range(kept):
+                put(ranked, i, list_get(bids, entries[i].at))
+            return ranked, dropped
+        except (OverflowError, TypeError):
+            return self.reference(bids, min_bid_cents, seed)
+        finally:
+            PyMem_Free(entries)
