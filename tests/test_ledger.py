@@ -1,7 +1,8 @@
-"""The ledger contract, run on every backend (a SQLite file).
+"""The ledger contract, run on both backends: a SQLite file, and PostgreSQL behind its journal.
 
-Everything is real: SQLite files in temp dirs, writer processes killed with SIGKILL, small
-tmpfs mounts that fill up or are read-only.
+Everything is real: SQLite files in temp dirs, PostgreSQL servers started from the machine's
+binaries (tests/pg_support.py), writer processes killed with SIGKILL, a PostgreSQL stopped
+mid-traffic, small tmpfs mounts that fill up or are read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 
 from pingpost import ledger
@@ -24,8 +26,10 @@ from pingpost.ledger import Ledger, LedgerError, LedgerUnavailable, Sale, SoldCo
 from pingpost.trace import to_trace
 from tests.helpers_process import ROOT, run_cli
 from tests.ledger_support import LEAD, no_bid, ping, sold, unsold
+from tests.pg_support import PostgresServer, postgres_server, postgres_url  # noqa: F401
+from tests.redis_support import free_port
 
-KINDS = ("sqlite",)
+KINDS = ("sqlite", "postgresql")
 
 
 @dataclass
@@ -46,16 +50,24 @@ class Books:
     async def keys(self, table: str, column: str | None = None) -> list[Any]:
         """Every key (or ``column``) in ``table``, read straight from the database."""
         statement = f"SELECT {column or codec.KEYS[table]} FROM {table}"
-        conn = sqlite3.connect(self.url[len("sqlite:///"):])
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.url[len("sqlite:///"):])
+            try:
+                return [key for (key,) in conn.execute(statement)]
+            finally:
+                conn.close()
+        pg = await asyncpg.connect(self.url)
         try:
-            return [key for (key,) in conn.execute(statement)]
+            return [record[0] for record in await pg.fetch(statement)]
         finally:
-            conn.close()
+            await pg.close()
 
 
 @pytest.fixture(params=KINDS)
 def books(request: pytest.FixtureRequest, tmp_path: Path) -> Books:
-    return Books(request.param, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    if request.param == "sqlite":
+        return Books("sqlite", f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    return Books("postgresql", request.getfixturevalue("postgres_url"), tmp_path)
 
 
 @pytest.fixture
@@ -233,10 +245,15 @@ async def test_opening_migrates_once_and_a_newer_schema_is_refused(books: Books)
         books_ = await books.open()
         await books_.close()
     assert await books.keys("schema_version", "version") == [1]
-    conn = sqlite3.connect(books.url[len("sqlite:///"):])
-    conn.execute("INSERT INTO schema_version VALUES (99, 0, 'from the future')")
-    conn.commit()
-    conn.close()
+    if books.kind == "sqlite":
+        conn = sqlite3.connect(books.url[len("sqlite:///"):])
+        conn.execute("INSERT INTO schema_version VALUES (99, 0, 'from the future')")
+        conn.commit()
+        conn.close()
+    else:
+        pg = await asyncpg.connect(books.url)
+        await pg.execute("INSERT INTO schema_version VALUES (99, 0, 'from the future')")
+        await pg.close()
     with pytest.raises(LedgerError, match="version 99, newer than this pingpost knows"):
         await books.open()
 
@@ -246,8 +263,15 @@ async def test_migrate_command(books: Books) -> None:
     assert (code, out.strip()) == (0, f"ledger schema version 0 -> {migrations.LATEST}"), err
     code, out, err = await run_cli("ledger", "migrate", "--ledger", books.url)
     assert (code, out.strip()) == (0, f"ledger schema at version {migrations.LATEST}"), err
+    assert not Path(books.journal).exists()  # migrating PostgreSQL makes no journal
     code, _, err = await run_cli("ledger", "migrate", "--ledger", "mysql://x")
     assert code == 1 and "not a ledger URL" in err
+
+
+async def test_postgresql_with_a_wrong_database_fails_at_open(postgres_server: PostgresServer,  # noqa: F811
+                                                              tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="does not exist"):
+        await ledger.open(postgres_server.url("no_such_db"), journal=tmp_path / "j.db")
 
 
 # Durability ------------------------------------------------------------------------------
@@ -291,7 +315,7 @@ async def test_a_killed_writer_loses_no_answered_record(books: Books) -> None:
         answered = await run_writer(books, f"r{round_}", 200_000, kill_after_s=random.uniform(0.05, 0.8))
         assert answered, "nothing was answered before the kill"
         every |= set(answered)
-        reopened = await books.open()  # recovers the WAL
+        reopened = await books.open()  # recovers the WAL; for PostgreSQL forwards what the journal kept
         await drained(reopened, within_s=60)
         pings, sales = await books.keys("pings"), await books.keys("sales")
         assert len(pings) == len(set(pings)) and len(sales) == len(set(sales))
@@ -305,13 +329,67 @@ async def test_a_killed_writer_loses_no_answered_record(books: Books) -> None:
 
 
 async def test_several_processes_write_one_ledger(books: Books) -> None:
-    """Workers of one host share the SQLite file."""
+    """Workers of one host share the SQLite file, or the journal in front of PostgreSQL
+    (where one of them at a time forwards)."""
     results = await asyncio.gather(*(run_writer(books, f"w{i}", 300, kill_after_s=None) for i in range(3)))
     books_ = await books.open()
     await drained(books_)
     await books_.close()
     assert sorted(await books.keys("pings")) == sorted(ping_id for answered in results for ping_id in answered)
     assert len(await books.keys("sales")) == 3 * 150
+
+
+async def test_postgresql_outage_does_not_stop_recording(tmp_path: Path) -> None:
+    """Down at open, then stopped mid-traffic: every record call succeeds from the journal,
+    the backlog grows, and once PostgreSQL is back everything arrives exactly once."""
+    server = PostgresServer().start()
+    try:
+        url = server.create_database("outage")
+        await asyncio.to_thread(server.stop)
+        books_ = await ledger.open(url, journal=tmp_path / "journal.db")
+        answered: list[str] = []
+        stop = asyncio.Event()
+
+        async def traffic(worker: int) -> None:
+            i = 0
+            while not stop.is_set():
+                record = ping(f"o{worker}-{i}")
+                await books_.record_ping(record)
+                await books_.record_post(record, sold(record), LEAD)
+                answered.append(record.ping_id)
+                i += 1
+                await asyncio.sleep(0.002)
+
+        writers = [asyncio.create_task(traffic(w)) for w in range(8)]
+        await asyncio.sleep(0.5)
+        assert books_.backlog() >= len(answered) > 0  # down since before open: nothing forwarded
+        pending = answered[0]
+        found = await books_.get_ping(pending)  # read back from the journal while the database is down
+        assert found is not None and found.ping_id == pending
+
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.stop, "fast")  # mid-traffic
+        during = len(answered)
+        await asyncio.sleep(1.0)
+        assert len(answered) > during and books_.backlog() > 0
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*writers)
+        await drained(books_, within_s=60)
+        await books_.close()
+
+        pg = await asyncpg.connect(url)
+        try:
+            pings = [r[0] for r in await pg.fetch("SELECT ping_id FROM pings")]
+            sales = [r[0] for r in await pg.fetch("SELECT lead_id FROM sales")]
+        finally:
+            await pg.close()
+        assert sorted(pings) == sorted(answered)
+        assert sorted(sales) == sorted("L-" + ping_id for ping_id in answered)
+    finally:
+        server.remove()
 
 
 # Disk full, read-only --------------------------------------------------------------------
@@ -346,8 +424,12 @@ def fill(folder: Path) -> Path:
 
 
 def ledger_in(books: Books, folder: Path) -> tuple[str, Path]:
-    """The URL and journal that put this backend's local file in ``folder``."""
-    return f"sqlite:///{folder / 'ledger.db'}", folder / "unused-journal.db"
+    """The URL and journal that put this backend's local file in ``folder``: the SQLite
+    ledger itself, or the journal in front of a PostgreSQL that is not answering (so the
+    journal only grows, as in an outage)."""
+    if books.kind == "sqlite":
+        return f"sqlite:///{folder / 'ledger.db'}", folder / "unused-journal.db"
+    return f"postgresql://pingpost@127.0.0.1:{free_port()}/down", folder / "journal.db"
 
 
 @pytest.mark.parametrize("kind", KINDS)

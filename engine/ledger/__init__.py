@@ -5,6 +5,8 @@
 * ``sqlite:///PATH``: the embedded default (``sqlite:///pingpost-ledger.db``, relative to the
   working directory; ``sqlite:////abs/path`` for an absolute one), written by every worker
   of one host;
+* ``postgresql://USER@HOST:PORT/DB``: one ledger shared by every host, behind a durable
+  journal on each host (``journal``: its file, ``pingpost-ledger-journal.db`` by default);
 * ``none``: no books at all, for benchmarks of the engine alone.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .base import DEFAULT_URL, Ledger, LedgerError, LedgerUnavailable, SoldCount, sqlite_path
+from .base import DEFAULT_URL, Ledger, LedgerError, LedgerUnavailable, SoldCount, is_postgres, sqlite_path
 from .codec import Entry, Row, Sale
 
 __all__ = ["DEFAULT_URL", "Ledger", "LedgerError", "LedgerUnavailable", "NullLedger", "Sale", "SoldCount", "open"]
@@ -53,4 +55,7 @@ async def open(url: str = DEFAULT_URL, *, journal: str | Path | None = None) -> 
     if path is not None:
         from .sqlite import SqliteLedger
         return await SqliteLedger.open(url, path)
-    raise LedgerError(f"not a ledger URL: {url!r} (sqlite:///PATH or none)")
+    if is_postgres(url):
+        from .postgres import DEFAULT_JOURNAL, PostgresLedger
+        return await PostgresLedger.open(url, str(journal) if journal is not None else DEFAULT_JOURNAL)
+    raise LedgerError(f"not a ledger URL: {url!r} (sqlite:///PATH, postgresql://USER@HOST:PORT/DB or none)")
