@@ -58,12 +58,18 @@ class Entry(NamedTuple):
 
 
 _encode = msgspec.msgpack.Encoder().encode
-_fields = msgspec.msgpack.Decoder(PingFields).decode
-_bids = msgspec.msgpack.Decoder(list[RankedBid]).decode
-_outcomes = msgspec.msgpack.Decoder(list[CampaignOutcome]).decode
-_not_pinged = msgspec.msgpack.Decoder(dict[str, int]).decode
+_encode_json = msgspec.json.Encoder().encode
+_fields = msgspec.json.Decoder(PingFields).decode
+_bids = msgspec.json.Decoder(list[RankedBid]).decode
+_outcomes = msgspec.json.Decoder(list[CampaignOutcome]).decode
+_not_pinged = msgspec.json.Decoder(dict[str, int]).decode
 _lead = msgspec.msgpack.Decoder(Lead).decode
 _rows = msgspec.msgpack.Decoder(list[tuple[str, tuple[Any, ...]]]).decode
+
+
+def _json(value: Any) -> str:
+    """JSON text: a TEXT column in SQLite, JSONB in PostgreSQL."""
+    return _encode_json(value).decode()
 
 
 def _opt(value: Any) -> Any:
@@ -74,8 +80,8 @@ def ping_entry(record: PingRecord) -> Entry:
     ping = record.ping
     row = (record.ping_id, record.seller_id, record.test, record.created_at, record.expires_at, record.auction_ms,
            record.status, record.price_cents, ping.vertical, ping.zip, _opt(ping.state), _opt(ping.source_id),
-           _opt(ping.sub_id), _opt(ping.quality_score), _encode(ping), _encode(record.bids),
-           _encode(record.outcomes), None if record.not_pinged is None else _encode(record.not_pinged))
+           _opt(ping.sub_id), _opt(ping.quality_score), _json(ping), _json(record.bids),
+           _json(record.outcomes), None if record.not_pinged is None else _json(record.not_pinged))
     return Entry(record.ping_id, None, [("pings", row)])
 
 
@@ -85,7 +91,7 @@ def post_entry(record: PingRecord, result: PostRecord, lead: Lead, at: float) ->
     data is not kept: nothing in the books needs it."""
     rows: list[tuple[str, Row]] = [("posts", (
         record.ping_id, record.seller_id, record.test, at, result.status, result.attempts, result.price_cents,
-        result.lead_id, result.buyer_lead_id, _encode(result.offers)))]
+        result.lead_id, result.buyer_lead_id, _json(result.offers)))]
     lead_id = result.lead_id
     if result.status == "sold" and lead_id is not None and result.price_cents is not None:
         sold = result.offers[-1]

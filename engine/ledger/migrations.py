@@ -31,13 +31,14 @@ class Migration:
 
 
 def shared(description: str, *statements: str) -> Migration:
-    """One migration for both backends; ``{blob}`` is the binary column type."""
-    return Migration(description, tuple(s.format(blob="BLOB") for s in statements),
-                     tuple(s.format(blob="BYTEA") for s in statements))
+    """One migration for both backends; ``{blob}`` is the binary column type, ``{json}`` the
+    JSON one (text that SQLite's json functions read; JSONB in PostgreSQL)."""
+    return Migration(description, tuple(s.format(blob="BLOB", json="TEXT") for s in statements),
+                     tuple(s.format(blob="BYTEA", json="JSONB") for s in statements))
 
 
 #: Times are epoch seconds (double precision: a record reads back exactly as written),
-#: money is integer cents, blobs are msgpack.
+#: money is integer cents, the trace parts are JSON, the lead's data an opaque blob.
 MIGRATIONS: tuple[Migration, ...] = (
     shared(
         "pings, posts, sales and the lead data kept apart",
@@ -56,10 +57,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             source_id TEXT,
             sub_id TEXT,
             quality_score INTEGER,
-            fields {blob} NOT NULL,
-            bids {blob} NOT NULL,
-            outcomes {blob} NOT NULL,
-            not_pinged {blob})""",
+            fields {json} NOT NULL,
+            bids {json} NOT NULL,
+            outcomes {json} NOT NULL,
+            not_pinged {json})""",
         "CREATE INDEX pings_created_at ON pings (created_at)",
         """CREATE TABLE posts (
             ping_id TEXT PRIMARY KEY,
@@ -71,7 +72,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             price_cents BIGINT,
             lead_id TEXT,
             buyer_lead_id TEXT,
-            offers {blob} NOT NULL)""",
+            offers {json} NOT NULL)""",
         "CREATE INDEX posts_posted_at ON posts (posted_at)",
         """CREATE TABLE sales (
             lead_id TEXT PRIMARY KEY,
