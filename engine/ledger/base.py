@@ -4,7 +4,7 @@ The auction hands over what it already produced (``PingRecord``, ``PostRecord``,
 and awaits the call: it returns only once the rows are durable on this host, so a seller
 is never answered for something the books do not hold. Every backend turns a record into
 the same rows (``codec``) and only decides where they go (``_append``) and where they are
-looked up (``_find``); the conversions back to records live here, once.
+looked up (``_find``); turning rows back into records is done here, for all of them.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ class Ledger(ABC):
     @property
     @abstractmethod
     def commits(self) -> int:
-        """Durable commits this process made for record calls; fewer than the records when
-        group commit batches them."""
+        """Transactions this process's writer committed: record calls batched together (fewer
+        commits than records under load), plus its own upkeep (retention, forwarded entries)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -107,8 +107,8 @@ def record_of(ping: Row, post: Row | None) -> PingRecord:
      fields, bids, outcomes, not_pinged) = ping
     record = PingRecord(ping_id=ping_id, seller_id=seller_id, test=bool(test), created_at=created_at,
                         expires_at=expires_at, auction_ms=auction_ms, ping=_fields(fields), bids=_bids(bids),
-                        outcomes=_outcomes(outcomes), not_pinged=None if not_pinged is None else _not_pinged(not_pinged),
-                        price_cents=price_cents)
+                        outcomes=_outcomes(outcomes), price_cents=price_cents,
+                        not_pinged=None if not_pinged is None else _not_pinged(not_pinged))
     if post is not None:
         _, _, _, _, status, attempts, post_cents, lead_id, buyer_lead_id, offers = post
         record.post = PostRecord(status=status, attempts=attempts, offers=_outcomes(offers), price_cents=post_cents,

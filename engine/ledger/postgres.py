@@ -162,7 +162,7 @@ class PostgresLedger(Ledger):
                 if len(missing) == len(found):
                     raise
                 return found
-            for i, row in zip(missing, fetched):
+            for i, row in zip(missing, fetched, strict=True):
                 found[i] = row
         return found
 
