@@ -480,3 +480,12 @@ async def test_a_read_only_place_is_ledger_unavailable(kind: str, read_only_dir:
     url, journal = ledger_in(Books(kind, "", tmp_path), read_only_dir)
     with pytest.raises(LedgerUnavailable):
         await ledger.open(url, journal=journal)
+
+
+async def test_close_twice_is_harmless(books: Books) -> None:
+    books_ = await books.open()
+    await books_.record_ping(ping("p-1"))
+    await books_.close()
+    await books_.close()
+    with pytest.raises(LedgerUnavailable, match="closed"):
+        await books_.record_ping(ping("p-2"))

@@ -11,6 +11,7 @@ lock, so everything at or below the last number read has been read.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import sqlite3
@@ -87,13 +88,20 @@ def _count(conn: sqlite3.Connection) -> int:
 
 
 class Journal:
-    def __init__(self, file: SqliteFile) -> None:
+    def __init__(self, file: SqliteFile, lock_fd: int) -> None:
         self._file = file
-        self._lock_fd: int | None = None
+        self._lock_fd = lock_fd
+        self._leading = False
 
     @classmethod
     async def open(cls, path: str) -> "Journal":
-        return cls(await SqliteFile.open(path, _prepare))
+        file = await SqliteFile.open(path, _prepare)
+        try:
+            lock_fd = await asyncio.to_thread(os.open, path + ".forwarder.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            await file.close()
+            raise LedgerUnavailable(f"{path}: cannot open the forwarder lock: {exc}") from None
+        return cls(file, lock_fd)
 
     @property
     def path(self) -> str:
@@ -126,24 +134,18 @@ class Journal:
         return await self._file.read(_count)
 
     def claim(self) -> bool:
-        """Whether this process is (now) the host's forwarder: a non-blocking lock on a file
-        beside the journal, held until ``close`` or the process ends."""
-        if self._lock_fd is not None:
-            return True
-        try:
-            fd = os.open(self.path + ".forwarder.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise LedgerUnavailable(f"{self.path}: cannot open the forwarder lock: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
+        """Whether this process is (now) the host's forwarder: a non-blocking lock on the file
+        beside the journal (no disk I/O), held until ``close`` or the process ends."""
+        if not self._leading:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self._leading = True
         return True
 
     async def close(self) -> None:
         await self._file.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
