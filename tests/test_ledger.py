@@ -339,6 +339,31 @@ async def test_several_processes_write_one_ledger(books: Books) -> None:
     assert len(await books.keys("sales")) == 3 * 150
 
 
+async def test_a_journal_forwarded_twice_writes_nothing_twice(postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """The crash between PostgreSQL's commit and the journal's delete, made deterministic: the
+    same journal contents are forwarded twice, and PostgreSQL holds each row once."""
+    journal = tmp_path / "journal.db"
+    offline = await ledger.open(f"postgresql://pingpost@127.0.0.1:{free_port()}/down", journal=journal)
+    records = [ping(f"j-{i}") for i in range(50)]
+    for record in records:
+        await offline.record_ping(record)
+        await offline.record_post(record, sold(record), LEAD)
+    await offline.close()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(journal.read_bytes())  # closed cleanly: the WAL is checkpointed into the file
+    conn = sqlite3.connect(copy)
+    assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 2 * len(records)
+    conn.close()
+    for path in (journal, copy):
+        online = await ledger.open(postgres_url, journal=path)
+        await drained(online)
+        await online.close()
+    books = Books("postgresql", postgres_url, tmp_path)
+    assert sorted(await books.keys("pings")) == sorted(r.ping_id for r in records)
+    assert sorted(await books.keys("sales")) == sorted("L-" + r.ping_id for r in records)
+    assert len(await books.keys("lead_data")) == len(records)
+
+
 async def test_postgresql_outage_does_not_stop_recording(tmp_path: Path) -> None:
     """Down at open, then stopped mid-traffic: every record call succeeds from the journal,
     the backlog grows, and once PostgreSQL is back everything arrives exactly once."""
