@@ -1,17 +1,17 @@
 # The two Quick start commands: `make demo` and `make test`. Each sets up what it needs
-# (a virtualenv with the package built, redis-server for the tests) and then runs.
+# (a virtualenv with the package built, redis-server and PostgreSQL for the tests) and then runs.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench setup redis
+.PHONY: demo test bench setup redis postgres
 
 demo: $(STAMP)
 	$(BIN)/pingpost demo
 
-test: $(STAMP) redis
+test: $(STAMP) redis postgres
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -29,3 +29,6 @@ $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 
 redis:
 	@scripts/ensure-redis
+
+postgres:
+	@scripts/ensure-postgres

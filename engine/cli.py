@@ -18,6 +18,7 @@ COMMANDS = {
     "buyers": ("pingpost.sim.buyers", "run simulated buyers (many campaigns on one port)"),
     "demo": ("pingpost.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
     "bench": ("pingpost.benchmark", "measure throughput and latency against simulated buyers (docs/performance.md)"),
+    "ledger": ("pingpost.ledger.command", "the exchange's books: create or upgrade the ledger's schema"),
 }
 
 

@@ -1,0 +1,46 @@
+"""The statements both backends run, written once with ``?`` placeholders.
+
+PostgreSQL numbers its placeholders (``numbered``); everything else is the same SQL, which
+keeps what a row means identical in both. Inserts are idempotent on each table's key
+(``ON CONFLICT DO NOTHING``, not ``INSERT OR IGNORE``, which would also swallow a NOT NULL
+violation): resending an entry after a crash writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from .base import DROP_CHUNK
+from .codec import KEYS, TABLES
+
+
+def insert(table: str) -> str:
+    columns = TABLES[table]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            "ON CONFLICT DO NOTHING")
+
+
+def select(table: str) -> str:
+    return f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {KEYS[table]} = ?"
+
+
+def sold_counts(campaigns: str = "") -> str:
+    """Per campaign: sales since the hour start, since the day start, the buyers' cents since
+    the day start. Parameters: hour start, day start, then whatever ``campaigns`` filters on."""
+    return ("SELECT campaign_id, SUM(CASE WHEN sold_at >= ? THEN 1 ELSE 0 END), COUNT(*), "
+            "CAST(SUM(buyer_price_cents) AS BIGINT) FROM sales "
+            f"WHERE NOT test AND sold_at >= ? {campaigns} GROUP BY campaign_id")
+
+
+#: Retention, one chunk at a time; parameter: the cutoff. A ping or post with a sale stays.
+DROP_PINGS = ("DELETE FROM pings WHERE ping_id IN (SELECT ping_id FROM pings p WHERE created_at < ? "
+              f"AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.ping_id = p.ping_id) LIMIT {DROP_CHUNK})")
+DROP_POSTS = ("DELETE FROM posts WHERE ping_id IN (SELECT ping_id FROM posts p WHERE posted_at < ? "
+              f"AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.ping_id = p.ping_id) LIMIT {DROP_CHUNK})")
+
+
+def numbered(statement: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", statement)
