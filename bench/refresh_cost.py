@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pingpost.config import Campaign, Caps, Exchange  # noqa: E402
+from pingpost.config import Campaign, Caps, ExchangeSettings  # noqa: E402
 from pingpost.store.redis import RedisStore  # noqa: E402
 from tests.redis_support import RedisClusterServers, RedisServer  # noqa: E402
 from tests.test_store_contract import record  # noqa: E402
@@ -35,7 +35,7 @@ async def median_ms(url: str, n: int, capped: int) -> float:
     campaigns carry counts and a bench so the view has something to show."""
     store = RedisStore(url)
     store.refresh_s = 3600
-    await store.start(campaigns(n, capped), Exchange(bench_after_timeouts=1))
+    await store.start(campaigns(n, capped), ExchangeSettings(bench_after_timeouts=1))
     try:
         for i in range(0, capped, 2):
             await store.reserve(f"c{i}", 100, time.time())

@@ -74,7 +74,7 @@ def buyer_lead(ping: PingFields, lead: Lead) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """Everything the engine derives from a config, built before any of it is used, so
-    that swapping a config in (``Exchange.use``) is assignments only: a config that cannot
+    that swapping a config in (``Exchange.adopt``) is assignments only: a config that cannot
     be built leaves the running one whole."""
 
     config: Config
@@ -157,9 +157,9 @@ class Exchange:
         self.client = client
         self.metrics = metrics
         self.journal = Journal()
-        self.use(prepare(config))
+        self.adopt(prepare(config))
 
-    def use(self, prepared: Prepared) -> None:
+    def adopt(self, prepared: Prepared) -> None:
         """Swap in a prepared config whole, the store's numbering and the buyer request heads
         with it; there is no await here, so every request sees the old config or the new one."""
         self.index: Index = prepared.index
@@ -169,7 +169,7 @@ class Exchange:
         self.dedupe_buyers = prepared.dedupe_buyers
         self.sellers = prepared.sellers
         self.verticals = prepared.verticals
-        self.client.learn(prepared.targets)
+        self.client.adopt(prepared.targets)
         self.store.adopt(prepared.numbering)
 
     # Ping --------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ class BuyerClient:
         self._http = http1.Client(tls_context(ca_file), MAX_ANSWER)
         self._targets: Targets = {}
 
-    def learn(self, targets: Targets) -> None:
+    def adopt(self, targets: Targets) -> None:
         """Take a config's request heads (``targets_of``), built before the config is swapped in."""
         self._targets = targets
 

@@ -69,7 +69,7 @@ class Base(Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class Exchange(Base, kw_only=True):
+class ExchangeSettings(Base, kw_only=True):
     auction_timeout_ms: Ms = 1000
     post_timeout_ms: Ms = 10000
     ping_ttl_s: Annotated[int, Meta(ge=1, le=86_400)] = 120
@@ -188,7 +188,7 @@ class Vertical(Base, kw_only=True):
 
 
 class Config(Base, kw_only=True):
-    exchange: Exchange = msgspec.field(default_factory=Exchange)
+    exchange: ExchangeSettings = msgspec.field(default_factory=ExchangeSettings)
     sellers: list[Seller] = []
     buyers: list[Buyer] = []
     campaigns: list[Campaign] = []

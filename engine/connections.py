@@ -45,7 +45,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from .config import Exchange
+from .config import ExchangeSettings
 from .errors import ApiError, Code
 from .metrics import Metrics
 
@@ -93,8 +93,8 @@ class _Request(web.Request):
 class Limits:
     """The deadlines of seller connections and the bound on how many are open (one per listener)."""
 
-    def __init__(self, exchange: Exchange, max_connections: int, metrics: Metrics) -> None:
-        self.learn(exchange)
+    def __init__(self, exchange: ExchangeSettings, max_connections: int, metrics: Metrics) -> None:
+        self.adopt(exchange)
         self.max_connections = max_connections
         self.metrics = metrics
         self.open: dict[Connection, None] = {}  # oldest first
@@ -105,10 +105,10 @@ class Limits:
         self._lost: Callable[[], None] = lambda: None
 
     @classmethod
-    def for_descriptors(cls, exchange: Exchange, fd_limit: int, metrics: Metrics) -> "Limits":
+    def for_descriptors(cls, exchange: ExchangeSettings, fd_limit: int, metrics: Metrics) -> "Limits":
         return cls(exchange, max(1, int(fd_limit * SELLER_SHARE)), metrics)
 
-    def learn(self, exchange: Exchange) -> None:
+    def adopt(self, exchange: ExchangeSettings) -> None:
         """Take the deadlines of a (reloaded) config; connections opened from now on use them."""
         self.header_timeout_s = exchange.header_timeout_s
         self.body_timeout_s = exchange.body_timeout_s

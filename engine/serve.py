@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 
 from . import logs
-from .config import Config, ConfigError, Exchange, load, report
+from .config import Config, ConfigError, ExchangeSettings, load, report
 from .connections import Limits, listen, raise_fd_limit
 from .server import EXCHANGE, drain, make_app, reload
 from .store.base import Store, StoreUnavailable
@@ -96,7 +96,7 @@ def make_store(redis_url: str | None) -> Store:
 async def check_store(redis_url: str) -> None:
     """Fail before starting workers when the shared store cannot be reached."""
     store = make_store(redis_url)
-    await store.start([], Exchange())
+    await store.start([], ExchangeSettings())
     await store.close()
 
 
@@ -118,7 +118,7 @@ async def reload_from(app: web.Application, limits: Limits, path: str) -> None:
             f"{where}: {reason}" for where, reason in exc.errors]}})
         return
     if await reload(app, config):
-        limits.learn(config.exchange)
+        limits.adopt(config.exchange)
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:

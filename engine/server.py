@@ -400,13 +400,13 @@ class Routes:
         self.draining = False
         self.inflight = 0
         self.reloading = asyncio.Lock()
-        self.learn(Gate(exchange.config, exchange.sellers))
+        self.adopt(Gate(exchange.config, exchange.sellers))
         self.openapi = _encode(document())
         self.ping_decoder = msgspec.json.Decoder(PingRequest)
         self.post_decoder = msgspec.json.Decoder(PostRequest)
         self.direct_decoder = msgspec.json.Decoder(DirectPostRequest)
 
-    def learn(self, gate: Gate) -> None:
+    def adopt(self, gate: Gate) -> None:
         """Take the access rules of the exchange's current config, built beforehand."""
         self.gate = gate
         self.max_inflight = self.exchange.config.exchange.max_inflight
@@ -545,8 +545,8 @@ async def reload(app: web.Application, config: Config) -> bool:
             log.error("reload failed", extra={"event": {"event": "reload", "status": "failed",
                                                         "error": f"{type(exc).__name__}: {exc}"}})
             return False
-        exchange.use(prepared)
-        routes.learn(gate)
+        exchange.adopt(prepared)
+        routes.adopt(gate)
         log.info("reloaded", extra={"event": {"event": "reload", "status": "ok", "campaigns": len(config.campaigns)}})
         with contextlib.suppress(StoreUnavailable):  # the store's refresher tries again shortly
             await exchange.store.refresh()

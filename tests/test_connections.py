@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 import trustme
 
-from pingpost.config import Exchange
+from pingpost.config import ExchangeSettings
 from pingpost.connections import Limits
 from pingpost.metrics import Metrics
 from tests.helpers_process import Served, run_cli, write_config
@@ -501,7 +501,7 @@ async def test_a_silent_tls_client_is_closed_within_the_header_timeout(tmp_path:
 async def test_a_listening_socket_closed_under_the_exchange_is_noticed() -> None:
     """uvloop closes the listening socket for good on an accept error it does not expect,
     silently; ``serve`` is told (and then drains and exits 1, like on SIGTERM but with 1)."""
-    limits = Limits(Exchange(), 10, Metrics())
+    limits = Limits(ExchangeSettings(), 10, Metrics())
     listener = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
     lost = asyncio.Event()
     limits.watch(listener, lost.set)

@@ -28,7 +28,7 @@ from pingpost.openapi import document
 from pingpost.schema import DirectPostRequest, PingRequest, PingResponse, PostRequest, PostResponse
 from pingpost.store.memory import MemoryStore
 from tests.support.buyers import BuyerServer, accept, bid
-from tests.support.exchange import LEAD, PING, SELLER_KEY, Exchange, base_config
+from tests.support.exchange import LEAD, PING, SELLER_KEY, RunningExchange, base_config
 
 AUTH = {"Authorization": f"Bearer {SELLER_KEY}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -44,7 +44,7 @@ class LiveExchange:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.buyers = BuyerServer()
-        self.exchange: Exchange | None = None
+        self.exchange: RunningExchange | None = None
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
@@ -57,7 +57,7 @@ class LiveExchange:
         config = base_config(self.buyers, {"id": "c1"}, {"id": "c2", "buyer": "b2", "vertical": "home"},
                              {"id": "fixed", "buyer": "b3", "ping_url": None, "fixed_price": 0.5},
                              auction_timeout_ms=300, post_timeout_ms=1000)
-        self.exchange = Exchange(from_dict(copy.deepcopy(config)), MemoryStore(), None)
+        self.exchange = RunningExchange(from_dict(copy.deepcopy(config)), MemoryStore(), None)
         self.run(self.exchange.start())
         return self.exchange.url
 

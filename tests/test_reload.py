@@ -19,6 +19,7 @@ import pytest
 from pingpost.config import Config, ConfigError, from_dict
 from pingpost.launch import Child
 from pingpost.server import ROUTES, reload
+from pingpost.store.base import Numbering
 from pingpost.store.memory import MemoryStore
 from pingpost.targeting import CAPPED, OPEN
 from tests.helpers_process import Served, write_config
@@ -92,7 +93,7 @@ async def test_a_new_config_keeps_what_the_store_knows_of_staying_campaigns(buye
         assert await store.reserve("c1", 100, now) is not None
         store.last_bids[0] = 250
         assert store.blocks[0] == CAPPED
-        store.learn(after.campaigns, after.exchange)
+        store.adopt(Numbering.of(after.campaigns, after.exchange))
         assert store.index_of("c1") == 1
         assert list(store.blocks) == [OPEN, CAPPED] and store.last_bids == [0, 250]
         assert await store.reserve("c1", 100, now) is None
@@ -107,7 +108,7 @@ async def test_a_campaign_whose_caps_are_removed_opens(buyers):
     await store.start(capped.campaigns, capped.exchange)
     try:
         assert await store.reserve("c1", 100, time.time()) is not None and store.blocks[0] == CAPPED
-        store.learn(uncapped.campaigns, uncapped.exchange)
+        store.adopt(Numbering.of(uncapped.campaigns, uncapped.exchange))
         await store.refresh()
         assert store.blocks[0] == OPEN and store.capped == []
     finally:

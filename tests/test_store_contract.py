@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Sequence
 
 import pytest
 
-from pingpost.config import Campaign, Caps, Exchange
+from pingpost.config import Campaign, Caps, ExchangeSettings
 from pingpost.launch import free_port
 from pingpost.schema import CampaignOutcome, PingFields
 from pingpost.store.base import OpenedPost, Store, StoreUnavailable
@@ -65,11 +65,11 @@ async def open_store(request: pytest.FixtureRequest, clock: ManualClock):
         servers = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
         servers.flush()
 
-    async def open_(campaigns: Sequence[Campaign] = (), exchange: Exchange | None = None) -> Store:
+    async def open_(campaigns: Sequence[Campaign] = (), exchange: ExchangeSettings | None = None) -> Store:
         if servers is None and started:
             return started[0]
         store: Store = MemoryStore(clock) if servers is None else RedisStore(servers.url, clock=clock)
-        await store.start(campaigns, exchange or Exchange())
+        await store.start(campaigns, exchange or ExchangeSettings())
         started.append(store)
         return store
 
@@ -214,7 +214,7 @@ async def test_reservation_of_a_lost_worker_is_swept(open_store: Open) -> None:
     """A worker that reserved and died must not hold the cap past the reservation's deadline;
     if it was only slow, its late commit still counts the sale."""
     campaigns = [campaign("c1", hourly=1)]
-    exchange = Exchange(post_timeout_ms=1)
+    exchange = ExchangeSettings(post_timeout_ms=1)
     lost, alive = await open_store(campaigns, exchange), await open_store(campaigns, exchange)
     lost.grace_s = 0.2  # type: ignore[attr-defined]
     now = time.time()
@@ -230,7 +230,7 @@ async def test_reservation_of_a_lost_worker_is_swept(open_store: Open) -> None:
 
 # Bench -------------------------------------------------------------------------------------
 
-BENCHING = Exchange(bench_after_timeouts=3, bench_window_s=1, bench_duration_s=1)
+BENCHING = ExchangeSettings(bench_after_timeouts=3, bench_window_s=1, bench_duration_s=1)
 
 
 async def test_bench_within_window_seen_by_other_workers_then_expires(open_store: Open) -> None:
@@ -252,7 +252,7 @@ async def test_bench_within_window_seen_by_other_workers_then_expires(open_store
 
 
 async def test_no_bench_when_disabled(open_store: Open) -> None:
-    store = await open_store([campaign("c1")], Exchange(bench_after_timeouts=0))
+    store = await open_store([campaign("c1")], ExchangeSettings(bench_after_timeouts=0))
     for n in range(5):
         await store.save_ping(record(f"p{n}"), 60, ["c1"], [])
     await store.refresh()
@@ -263,7 +263,7 @@ async def test_no_bench_when_disabled(open_store: Open) -> None:
 async def test_ended_benches_leave_the_shared_hash(open_store: Open) -> None:
     """Redis alone: the bench ends by Redis TIME and the hash's TTL runs on the server, so
     the test sleeps the second out."""
-    store = await open_store([campaign("c1"), campaign("c2")], Exchange(bench_after_timeouts=1, bench_duration_s=1))
+    store = await open_store([campaign("c1"), campaign("c2")], ExchangeSettings(bench_after_timeouts=1, bench_duration_s=1))
     await store.save_ping(record("p1"), 60, ["c1"], [])
     await asyncio.sleep(1.1)
     await store.save_ping(record("p2"), 60, ["c2"], [])
@@ -312,7 +312,7 @@ async def test_last_bids_shared(open_store: Open) -> None:
 async def test_blocks_agree_with_memory_semantics(open_store: Open) -> None:
     campaigns = [campaign("open"), campaign("hourly", hourly=1), campaign("daily", daily=2),
                  campaign("under", daily_budget=5.0), campaign("spent", daily_budget=5.0), campaign("slow")]
-    exchange = Exchange(bench_after_timeouts=1)
+    exchange = ExchangeSettings(bench_after_timeouts=1)
     reference = MemoryStore()
     await reference.start(campaigns, exchange)
     store, other = await open_store(campaigns, exchange), await open_store(campaigns, exchange)
@@ -332,7 +332,7 @@ async def test_view_of_thousands_of_campaigns_mostly_without_caps(open_store: Op
     """Campaigns without caps can only be benched, so a refresh reads counts only for the
     capped few; the view must still show every cap and every bench."""
     campaigns = [campaign(f"c{n}") for n in range(2000)] + [campaign(f"cap{n}", hourly=1) for n in range(20)]
-    exchange = Exchange(bench_after_timeouts=1)
+    exchange = ExchangeSettings(bench_after_timeouts=1)
     a, b = await open_store(campaigns, exchange), await open_store(campaigns, exchange)
     now = time.time()
     for n in range(0, 20, 2):
@@ -409,7 +409,7 @@ async def test_cancelled_reserves_and_locks_are_given_back(open_store: Open) -> 
 @pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store has no keys
 async def test_every_key_but_last_bids_expires(open_store: Open) -> None:
     campaigns = [campaign("c1", hourly=5, daily_budget=50.0)]
-    store = await open_store(campaigns, Exchange(bench_after_timeouts=2))
+    store = await open_store(campaigns, ExchangeSettings(bench_after_timeouts=2))
     now = time.time()
     for n in range(3):
         await store.save_ping(record(f"p{n}"), 60, ["c1"], [("c1", 100)])
@@ -433,7 +433,7 @@ async def test_unreachable_at_start() -> None:
         store = RedisStore(url)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match=f"cannot reach Redis at .*127.0.0.1:{port}") as caught:
-            await store.start([campaign("c1")], Exchange())
+            await store.start([campaign("c1")], ExchangeSettings())
         assert time.monotonic() - started < 1.5
         assert "hunter2" not in str(caught.value)
     assert redacted("rediss://user:pw@h:1/2") == "rediss://user:***@h:1/2"
@@ -442,7 +442,7 @@ async def test_unreachable_at_start() -> None:
 async def test_redis_lost_then_back() -> None:
     server = RedisServer().start()
     campaigns = [campaign("c1", hourly=3), campaign("c2")]
-    exchange = Exchange(bench_after_timeouts=1)
+    exchange = ExchangeSettings(bench_after_timeouts=1)
     a, b = RedisStore(server.url), RedisStore(server.url)
     try:
         await a.start(campaigns, exchange)

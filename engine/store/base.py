@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .. import money
-from ..config import Campaign, Exchange, zone
+from ..config import Campaign, ExchangeSettings, zone
 from ..targeting import BENCHED, CAPPED, OPEN
 from ..trace import PingRecord, PostRecord
 
@@ -75,11 +75,11 @@ class Numbering:
     numbers: dict[str, int]
     limits: list[Limits]
     capped: list[int]
-    exchange: Exchange
+    exchange: ExchangeSettings
     tz: datetime.tzinfo
 
     @classmethod
-    def of(cls, campaigns: Sequence[Campaign], exchange: Exchange) -> "Numbering":
+    def of(cls, campaigns: Sequence[Campaign], exchange: ExchangeSettings) -> "Numbering":
         ids = [c.id for c in campaigns]
         limits = [Limits.of(c) for c in campaigns]
         return cls(ids, {cid: i for i, cid in enumerate(ids)}, limits,
@@ -123,19 +123,15 @@ class Store(ABC):
         self.limits: list[Limits] = []
         self.blocks = bytearray()
         self.last_bids: list[int] = []
-        self.exchange = Exchange()
+        self.exchange = ExchangeSettings()
         self._tz: datetime.tzinfo = datetime.timezone.utc
         self._refresher: asyncio.Task[None] | None = None
 
-    async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
-        """Learn the campaigns and fill the view, then keep it fresh."""
-        self.learn(campaigns, exchange)
+    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings) -> None:
+        """Take the campaigns' numbering and fill the view, then keep it fresh."""
+        self.adopt(Numbering.of(campaigns, exchange))
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
-
-    def learn(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
-        """Number the campaigns and take the numbering at once (see ``adopt``)."""
-        self.adopt(Numbering.of(campaigns, exchange))
 
     def adopt(self, numbering: Numbering) -> None:
         """Take a config's numbering. A campaign that stays keeps its block and last bid, so

@@ -36,7 +36,7 @@ from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionEr
                               OutOfMemoryError, ReadOnlyError, RedisClusterException,
                               TimeoutError as RedisTimeoutError, TryAgainError)
 
-from ..config import Campaign, Exchange
+from ..config import Campaign, ExchangeSettings
 from ..targeting import BENCHED, OPEN
 from ..trace import PingRecord, PostRecord, pack, unpack
 from .base import Clock, OpenedPost, Reservation, Store, StoreUnavailable
@@ -181,7 +181,7 @@ class RedisStore(Store):
 
     # Life --------------------------------------------------------------------------------
 
-    async def start(self, campaigns: Sequence[Campaign], exchange: Exchange) -> None:
+    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings) -> None:
         self._client = connect(self.url)
         try:
             async with asyncio.timeout(DEADLINE_S):

@@ -52,7 +52,7 @@ def base_config(buyers: BuyerServer, *campaigns: dict[str, Any], **exchange: Any
     }
 
 
-class Exchange:
+class RunningExchange:
     """A running exchange and a client session to call it like a seller would."""
 
     def __init__(self, config: Config, store: Store, ca_file: str | None, clock: Clock = time.time) -> None:
@@ -114,18 +114,18 @@ class Exchange:
         return await self.call("GET", f"/v1/pings/{ping_id}", key=key)
 
 
-ExchangeFactory = Callable[..., Awaitable[Exchange]]
+ExchangeFactory = Callable[..., Awaitable[RunningExchange]]
 
 
 @pytest.fixture
 async def exchange() -> AsyncIterator[ExchangeFactory]:
     """``await exchange(config_dict, store=None, ca_file=None, clock=time.time)`` starts one (on a
     memory store on ``clock`` unless given a store); all stop after the test."""
-    started: list[Exchange] = []
+    started: list[RunningExchange] = []
 
     async def start(config: dict[str, Any], store: Store | None = None, ca_file: str | None = None,
-                    clock: Clock = time.time) -> Exchange:
-        running = Exchange(from_dict(copy.deepcopy(config)), store or MemoryStore(clock), ca_file, clock)
+                    clock: Clock = time.time) -> RunningExchange:
+        running = RunningExchange(from_dict(copy.deepcopy(config)), store or MemoryStore(clock), ca_file, clock)
         await running.start()
         started.append(running)
         return running
