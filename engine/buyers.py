@@ -109,7 +109,7 @@ def read_bid(answer: Answer) -> BidResult:
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
         bad_bid = str(exc).endswith("`$.bid`")
         return BidResult(None, None, "error:bad_bid" if bad_bid else "error:bad_answer")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # the latter: an answer nested too deep to read
         return BidResult(None, None, "error:bad_json")
     bid = parsed.bid
     if bid is None or bid == 0:
@@ -137,7 +137,7 @@ def read_post(answer: Answer) -> PostResult:
         parsed = _read_post_body(answer.body)
     except msgspec.ValidationError:  # a subclass of DecodeError: test it first
         return PostResult(False, None, "rejected:error:bad_answer")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # the latter: an answer nested too deep to read
         return PostResult(False, None, "rejected:error:bad_json")
     if parsed.accepted:
         return PostResult(True, parsed.lead_id, "accepted")
