@@ -4,8 +4,8 @@
 Run: ``.venv/bin/python bench/server_overhead.py [--requests N] [--rounds R]``. One process
 on uvloop serves two copies of one exchange (a fixed-price campaign, so no buyer I/O; memory
 store) on loopback: ``plain`` as ``serve`` did before the deadlines (``web.TCPSite``, aiohttp's
-``RequestHandler``, no ``on_response_prepare``), ``deadlines`` as it does now
-(``connections.listen``, ``Connection``, the ``Server`` header dropped). A lean client sends
+``RequestHandler``), ``deadlines`` as it does now (``connections.listen``, ``Connection``,
+the ``Server`` header dropped). A lean client sends
 pre-encoded pings over 32 keep-alive connections, back to back. Each round runs both, in
 alternating order, and takes the process CPU time (``time.process_time``, the client's
 included, which is the same for both) per request; printed: median and range over the rounds.
@@ -26,7 +26,7 @@ import uvloop
 from aiohttp import web
 
 from pingpost.config import from_dict
-from pingpost.connections import Limits, drop_server_header, listen
+from pingpost.connections import Limits, listen
 from pingpost.metrics import Metrics
 from pingpost.server import make_app
 from pingpost.store.memory import MemoryStore
@@ -91,7 +91,6 @@ async def drive(port: int, requests: int) -> float:
 
 async def serve_plain() -> tuple[web.AppRunner, int]:
     app = make_app(from_dict(CONFIG), MemoryStore())
-    app.on_response_prepare.remove(drop_server_header)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)

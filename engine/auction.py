@@ -21,14 +21,14 @@ from typing import Any, Awaitable, TypeVar
 import msgspec
 
 from . import money
-from .buyers import BuyerClient, PingBody, Targets, post_body, read_bid, read_post, targets_of
+from .buyers import Answer, BuyerClient, Call, PingBody, PostResult, Targets, post_body, read_bid, read_post, targets_of
 from .config import Buyer, Campaign, Config, Seller, Vertical
-from .errors import ApiError, refused
+from .errors import ApiError, Code, refused
 from .journal import Journal, Write
 from .metrics import Metrics
 from .schema import CampaignOutcome, FieldError, Lead, PingFields
-from .store.base import Clock, Numbering, Store, StoreUnavailable
-from .targeting import Bid, Index, build_index, rank
+from .store.base import Clock, Numbering, Reservation, Store, StoreUnavailable
+from .targeting import Bid, Index, Selection, build_index, rank
 from .trace import PingRecord, PostRecord, RankedBid
 
 log = logging.getLogger("pingpost.auction")
@@ -99,6 +99,54 @@ def prepare(config: Config) -> Prepared:
         numbering=Numbering.of(config.campaigns, config.exchange))
 
 
+class Auction:
+    """One ping's auction while it runs: its clock, what each campaign did, the bids so far."""
+
+    __slots__ = ("seller", "test", "ping", "campaigns", "started", "deadline", "now", "ping_id",
+                 "outcomes", "not_pinged", "bids", "bid_ids", "timed_out")
+
+    def __init__(self, seller: SellerView, test: bool, ping: PingFields, budget_ms: int,
+                 campaigns: list[Campaign], now: float) -> None:
+        self.seller = seller
+        self.test = test
+        self.ping = ping
+        self.campaigns = campaigns
+        self.started = time.perf_counter()
+        self.deadline = self.started + budget_ms / 1000
+        self.now = now
+        self.ping_id = os.urandom(12).hex()
+        self.outcomes: dict[int, CampaignOutcome] = {}
+        self.not_pinged: dict[str, int] | None = None
+        self.bids: list[Bid] = []
+        self.bid_ids: dict[int, str] = {}
+        self.timed_out: list[str] = []
+
+    def not_selected(self, selection: Selection) -> None:
+        """Why each campaign not pinged is not. Past ``targeting.DETAIL_LIMIT`` of them the
+        selection only counts them by reason, and so does the record: a ping costs
+        microseconds, not milliseconds, and records stay small."""
+        campaigns = self.campaigns
+        for i, reason in selection.reasons:
+            self.outcomes[i] = CampaignOutcome(campaign_id=campaigns[i].id, buyer_id=campaigns[i].buyer, outcome=reason)
+        self.not_pinged = selection.counts or None
+
+    def bid(self, i: int, cents: int, bid_id: str | None, ms: float) -> CampaignOutcome:
+        c = self.campaigns[i]
+        self.bids.append(Bid(i, cents, c.priority))
+        if bid_id is not None:
+            self.bid_ids[i] = bid_id
+        outcome = self.outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
+                                                     bid=money.to_amount(cents), ms=ms)
+        return outcome
+
+    def no_bid(self, i: int, reason: str, ms: float) -> CampaignOutcome:
+        c = self.campaigns[i]
+        if reason == "timeout":
+            self.timed_out.append(c.id)
+        outcome = self.outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome=reason, ms=ms)
+        return outcome
+
+
 class Exchange:
     """One worker's auction engine over a config, a store and a buyer client."""
 
@@ -127,82 +175,99 @@ class Exchange:
     # Ping --------------------------------------------------------------------------------
 
     async def ping(self, seller: SellerView, test: bool, ping: PingFields, timeout_ms: int | None) -> PingRecord:
-        started = time.perf_counter()
-        budget_ms = self.config.exchange.auction_timeout_ms
-        if timeout_ms is not None:
-            budget_ms = min(budget_ms, timeout_ms)
-        deadline = started + budget_ms / 1000
-        now = self.clock()
-        ping_id = os.urandom(12).hex()
-        seller_id = seller.seller.id
+        """One auction within the seller's budget: who is asked, what they answer, the
+        ranking, the record kept, then the metrics and the log line."""
         index = self.index
+        auction = Auction(seller, test, ping, self._budget_ms(timeout_ms), index.campaigns, self.clock())
+        selection = index.select(ping, seller.seller.id, auction.now, self.store.blocks, self.store.last_bids)
+        auction.not_selected(selection)
+        calls, called = self._calls(auction, index, selection.eligible)
+        if calls:
+            answers = await self.client.fan_out(calls, max(auction.deadline - time.perf_counter(), 0))
+            self._read_answers(auction, called, answers)
+        record = self._ranked(auction)
+        await self._keep_ping(auction, record)
+        self._observe_ping(record, len(calls))
+        return record
 
-        selection = index.select(ping, seller_id, now, self.store.blocks, self.store.last_bids)
-        campaigns = index.campaigns
-        outcomes: dict[int, CampaignOutcome] = {}
-        # Past targeting.DETAIL_LIMIT campaigns not pinged the selection only counts them by reason,
-        # and so does the record: a ping costs microseconds, not milliseconds, and records stay small.
-        not_pinged = selection.counts or None
-        for i, reason in selection.reasons:
-            outcomes[i] = CampaignOutcome(campaign_id=campaigns[i].id, buyer_id=campaigns[i].buyer, outcome=reason)
-        bids: list[Bid] = []
-        bid_ids: dict[int, str | None] = {}
-        calls: list[tuple[str, str, bytes, float]] = []
+    def _budget_ms(self, timeout_ms: int | None) -> int:
+        """The exchange's auction budget, or the seller's ``timeout_ms`` when that is shorter."""
+        budget_ms = self.config.exchange.auction_timeout_ms
+        return budget_ms if timeout_ms is None else min(budget_ms, timeout_ms)
+
+    def _calls(self, auction: Auction, index: Index, eligible: list[int]) -> tuple[list[Call], list[int]]:
+        """The buyer calls of the eligible campaigns (and their numbers), in their order; a
+        fixed-price campaign bids its price at once. Each call may take what is left of the
+        budget, at most its campaign's own timeout. This is where a buyer's ping request is
+        rendered: every buyer shares one encoding of the ping (``PingBody``)."""
+        campaigns = auction.campaigns
+        calls: list[Call] = []
         called: list[int] = []
         body: PingBody | None = None
-        for i in selection.eligible:
+        for i in eligible:
             c = campaigns[i]
             fixed = index.fixed_cents[i]
             if fixed >= 0:
-                bids.append(Bid(i, fixed, c.priority))
-                outcomes[i] = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer, outcome="bid",
-                                              bid=money.to_amount(fixed), ms=0.0)
+                auction.bid(i, fixed, None, 0.0)
                 continue
-            remaining_ms = int((deadline - time.perf_counter()) * 1000)
-            tmax = min(c.timeout_ms, remaining_ms)
+            tmax = min(c.timeout_ms, int((auction.deadline - time.perf_counter()) * 1000))
             if body is None:
-                body = PingBody(ping, ping_id, seller_id, test)
+                body = PingBody(auction.ping, auction.ping_id, auction.seller.seller.id, auction.test)
             calls.append((c.id, c.ping_url, body.to(c.id, tmax), tmax / 1000))  # type: ignore[arg-type]
             called.append(i)
-        timed_out: list[str] = []
-        if calls:
-            answers = await self.client.fan_out(calls, max(deadline - time.perf_counter(), 0))
-            for i, answer in zip(called, answers):
-                c = campaigns[i]
-                # A call still pending at the deadline is a timeout, whatever its own limit.
-                result = read_bid(answer) if answer is not None else None
-                ms = answer.ms if answer is not None else round((time.perf_counter() - started) * 1000, 2)
-                outcome = CampaignOutcome(campaign_id=c.id, buyer_id=c.buyer,
-                                          outcome=result.outcome if result else "timeout", ms=ms)
-                if result is not None and result.cents is not None:
-                    bids.append(Bid(i, result.cents, c.priority))
-                    bid_ids[i] = result.bid_id
-                    outcome.bid = money.to_amount(result.cents)
-                if outcome.outcome == "timeout":
-                    timed_out.append(c.id)
-                outcomes[i] = outcome
-                self.metrics.campaign_outcome(c.id, outcome.outcome)
+        return calls, called
 
-        ranked, dropped = rank(bids, seller.min_bid_cents, random.getrandbits(64))
+    def _read_answers(self, auction: Auction, called: list[int], answers: list[Answer | None]) -> None:
+        """Each called campaign's outcome, and its bid if it made one: this is where a
+        buyer's ping answer is read. A call still pending at the deadline (None) is a
+        timeout, whatever its own limit."""
+        for i, answer in zip(called, answers):
+            if answer is None:
+                outcome = auction.no_bid(i, "timeout", round((time.perf_counter() - auction.started) * 1000, 2))
+            else:
+                result = read_bid(answer)
+                if result.cents is not None:
+                    outcome = auction.bid(i, result.cents, result.bid_id, answer.ms)
+                else:
+                    outcome = auction.no_bid(i, result.outcome, answer.ms)
+            self.metrics.campaign_outcome(outcome.campaign_id, outcome.outcome)
+
+    def _ranked(self, auction: Auction) -> PingRecord:
+        """The bids ranked into the ping's record: bids under the seller's minimum are
+        dropped, and the price is the seller's share of the best one."""
+        seller = auction.seller
+        ranked, dropped = rank(auction.bids, seller.min_bid_cents, random.getrandbits(64))
         for bid in dropped:
-            outcomes[bid.campaign].outcome = "below_min_bid"
-        price = money.apply_share(ranked[0].cents, seller.share) if ranked else None
-        auction_ms = round((time.perf_counter() - started) * 1000, 2)
-        record = PingRecord(
-            ping_id=ping_id, seller_id=seller_id, test=test, created_at=now,
-            expires_at=now + self.config.exchange.ping_ttl_s, auction_ms=auction_ms, ping=ping,
-            bids=[RankedBid(campaigns[b.campaign].id, b.cents, bid_ids.get(b.campaign)) for b in ranked],
-            outcomes=list(outcomes.values()), not_pinged=not_pinged, price_cents=price,
+            auction.outcomes[bid.campaign].outcome = "below_min_bid"
+        campaigns = auction.campaigns
+        now = auction.now
+        return PingRecord(
+            ping_id=auction.ping_id, seller_id=seller.seller.id, test=auction.test, created_at=now,
+            expires_at=now + self.config.exchange.ping_ttl_s,
+            auction_ms=round((time.perf_counter() - auction.started) * 1000, 2), ping=auction.ping,
+            bids=[RankedBid(campaigns[b.campaign].id, b.cents, auction.bid_ids.get(b.campaign)) for b in ranked],
+            outcomes=list(auction.outcomes.values()), not_pinged=auction.not_pinged,
+            price_cents=money.apply_share(ranked[0].cents, seller.share) if ranked else None,
         )
-        await within(deadline, self.store.save_ping(record, 2 * self.config.exchange.ping_ttl_s, timed_out,
-                                                    [(campaigns[b.campaign].id, b.cents) for b in bids]))
-        self.metrics.auction_seconds.observe(auction_ms / 1000)
+
+    async def _keep_ping(self, auction: Auction, record: PingRecord) -> None:
+        """The one place a finished ping record is made durable, within the seller's
+        deadline. The campaigns that timed out (for benching) and every bid seen (the last
+        known bids) go to the store in the same call."""
+        campaigns = auction.campaigns
+        await within(auction.deadline, self.store.save_ping(
+            record, 2 * self.config.exchange.ping_ttl_s, auction.timed_out,
+            [(campaigns[b.campaign].id, b.cents) for b in auction.bids]))
+
+    def _observe_ping(self, record: PingRecord, pinged: int) -> None:
+        """The metrics and the one log line of a ping kept."""
+        self.metrics.auction_seconds.observe(record.auction_ms / 1000)
         self.metrics.ping_answered(record.status)
+        price = record.price_cents
         log.info("ping", extra={"event": {
-            "event": "ping", "ping_id": ping_id, "seller": seller_id, "test": test, "status": record.status,
-            "price": money.to_amount(price) if price is not None else None, "pinged": len(calls),
-            "bids": len(ranked), "auction_ms": auction_ms}})
-        return record
+            "event": "ping", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
+            "status": record.status, "price": money.to_amount(price) if price is not None else None,
+            "pinged": pinged, "bids": len(record.bids), "auction_ms": record.auction_ms}})
 
     # Post --------------------------------------------------------------------------------
 
@@ -221,11 +286,11 @@ class Exchange:
         if record is None or record.seller_id != seller.seller.id:
             if opened.acquired:  # another seller's try must not hold the owner's lock
                 await self.store.unlock_post(ping_id)
-            raise ApiError(404, "not_found", "no such ping for this seller")
+            raise ApiError(Code.NOT_FOUND)
         if opened.result is not None:
             return opened.result
         if not opened.acquired:
-            raise ApiError(409, "post_in_progress", "this ping is being posted; retry for the result")
+            raise ApiError(Code.POST_IN_PROGRESS)
         try:
             check_post(record, lead, self.clock(), self.verticals.get(record.ping.vertical))
         except ApiError:
@@ -247,91 +312,146 @@ class Exchange:
 
     async def _cascade(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
                        duplicates: set[str]) -> PostRecord:
-        started = time.perf_counter()
-        deadline = started + self.config.exchange.post_timeout_ms / 1000
-        result = PostRecord(status="unsold", attempts=0, offers=[])
-        settle: list[Write] = []
+        """The lead down the ranked bids, then the result observed and kept, whatever ends the cascade."""
+        cascade = Cascade(seller, record, keys, duplicates, self.config.exchange.post_timeout_ms)
         try:
-            await self._offer_in_turn(seller, record, lead, keys, duplicates, deadline, result, settle)
+            await self._offer_in_turn(cascade, buyer_lead(record.ping, lead))
         finally:
             # Even when the cascade is cut short, what happened is logged first (the sale
-            # survives in the log if the store is lost), then recorded, with the lock freed
-            # and every reservation settled, in one round trip.
-            elapsed = time.perf_counter() - started
-            self.metrics.post_seconds.observe(elapsed)
-            self.metrics.post_answered(result.status)
-            log.info("post", extra={"event": {
-                "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
-                "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,
-                "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
-                "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
-                "post_ms": round(elapsed * 1000, 2)}})
+            # survives in the log if the store is lost), then kept.
+            self._observe_post(cascade)
+            await self._keep_post(cascade)
+        return cascade.result
 
-            def record_all() -> Awaitable[Any]:
-                return asyncio.gather(*(write() for write in settle), self.store.finish_post(record.ping_id, result))
-
-            try:
-                await record_all()
-            except StoreUnavailable:
-                if result.status != "sold":
-                    raise
-                self.journal.add(record.ping_id, record.seller_id, result, record_all)
-        return result
-
-    async def _offer_in_turn(self, seller: SellerView, record: PingRecord, lead: Lead, keys: list[str],
-                             duplicates: set[str], deadline: float, result: PostRecord,
-                             settle: list[Write]) -> None:
-        """Offer the lead down the ranked bids. Store writes that need no answer (releases,
-        the commit) are left in ``settle`` to ride along with the next round trip."""
-        body_lead = buyer_lead(record.ping, lead)
-        for bid in record.bids:
+    async def _offer_in_turn(self, cascade: Cascade, lead: dict[str, Any]) -> None:
+        """Offer the lead down the ranked bids until a buyer takes it."""
+        for bid in cascade.record.bids:
             campaign = self.campaigns.get(bid.campaign_id)
             if campaign is None:
                 continue  # removed from the config since the ping
-            offer = CampaignOutcome(campaign_id=campaign.id, buyer_id=campaign.buyer, outcome="duplicate",
-                                    bid=money.to_amount(bid.cents))
-            result.offers.append(offer)
-            if campaign.buyer in duplicates:
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                offer.outcome = "skipped:post_deadline"
-                continue
-            reservation = None
-            if not record.test:
-                reservation, *_ = await asyncio.gather(self.store.reserve(campaign.id, bid.cents, self.clock()),
-                                                       *(write() for write in settle))
-                settle.clear()
-                if reservation is None:
-                    offer.outcome = "capped"
-                    continue
-            result.attempts += 1
-            body = post_body(record.ping_id, bid.bid_id, campaign.id, bid.cents, record.test, body_lead)
-            try:
-                answer = await self.client.call(campaign.id, campaign.post_url, body,
-                                                min(campaign.post_timeout_ms / 1000, remaining))
-            except BaseException:
-                if reservation is not None:
-                    settle.append(partial(self.store.release, reservation))
-                raise
-            verdict = read_post(answer)
-            offer.outcome = verdict.outcome
-            offer.ms = answer.ms
-            self.metrics.post_outcome(campaign.id, verdict.outcome)
-            if not verdict.accepted:
-                if reservation is not None:
-                    settle.append(partial(self.store.release, reservation))
-                continue
+            if await self._offer(cascade, campaign, bid, lead):
+                return
+
+    async def _offer(self, cascade: Cascade, campaign: Campaign, bid: RankedBid, lead: dict[str, Any]) -> bool:
+        """One offer, recorded as it ends: a duplicate, past the deadline, capped, or sent;
+        True when the buyer took the lead. The reservation's commit or release is deferred
+        to ride along with the next round trip."""
+        offer = cascade.offer(campaign, bid.cents)
+        if campaign.buyer in cascade.duplicates:
+            return False
+        remaining = cascade.deadline - time.perf_counter()
+        if remaining <= 0:
+            offer.outcome = "skipped:post_deadline"
+            return False
+        reservation = None
+        if not cascade.record.test:
+            reservation = await self._reserve(cascade, campaign.id, bid.cents)
+            if reservation is None:
+                offer.outcome = "capped"
+                return False
+        cascade.result.attempts += 1
+        try:
+            verdict, ms = await self._post_to(cascade, campaign, bid, lead, min(campaign.post_timeout_ms / 1000, remaining))
+        except BaseException:
             if reservation is not None:
-                settle.append(partial(self.store.commit, reservation))
-                buyer = self.buyers[campaign.buyer]
-                if buyer.dedupe_days > 0:
-                    settle.append(partial(self.store.remember, buyer.id, keys, buyer.dedupe_days))
-            result.status = "sold"
-            result.price_cents = money.apply_share(bid.cents, seller.share)
-            result.lead_id = os.urandom(12).hex()
-            result.buyer_lead_id = verdict.lead_id
-            return
+                cascade.deferred.append(partial(self.store.release, reservation))
+            raise
+        offer.outcome = verdict.outcome
+        offer.ms = ms
+        self.metrics.post_outcome(campaign.id, verdict.outcome)
+        if not verdict.accepted:
+            if reservation is not None:
+                cascade.deferred.append(partial(self.store.release, reservation))
+            return False
+        if reservation is not None:
+            cascade.deferred.append(partial(self.store.commit, reservation))
+            buyer = self.buyers[campaign.buyer]
+            if buyer.dedupe_days > 0:
+                cascade.deferred.append(partial(self.store.remember, buyer.id, cascade.keys, buyer.dedupe_days))
+        cascade.sold(bid.cents, verdict.lead_id)
+        return True
+
+    async def _reserve(self, cascade: Cascade, campaign_id: str, cents: int) -> Reservation | None:
+        """The campaign's caps take one more lead worth ``cents``, or None at a cap; the
+        deferred writes go in the same round trip."""
+        reservation: Reservation | None
+        reservation, *_ = await asyncio.gather(self.store.reserve(campaign_id, cents, self.clock()),
+                                               *(write() for write in cascade.deferred))
+        cascade.deferred.clear()
+        return reservation
+
+    async def _post_to(self, cascade: Cascade, campaign: Campaign, bid: RankedBid, lead: dict[str, Any],
+                       timeout_s: float) -> tuple[PostResult, float]:
+        """The lead posted to one buyer: this is where a buyer's post request is rendered
+        and its answer read."""
+        record = cascade.record
+        body = post_body(record.ping_id, bid.bid_id, campaign.id, bid.cents, record.test, lead)
+        answer = await self.client.call(campaign.id, campaign.post_url, body, timeout_s)
+        return read_post(answer), answer.ms
+
+    def _observe_post(self, cascade: Cascade) -> None:
+        """The metrics and the one log line of a post, sold or not."""
+        record, result = cascade.record, cascade.result
+        elapsed = time.perf_counter() - cascade.started
+        self.metrics.post_seconds.observe(elapsed)
+        self.metrics.post_answered(result.status)
+        log.info("post", extra={"event": {
+            "event": "post", "ping_id": record.ping_id, "seller": record.seller_id, "test": record.test,
+            "status": result.status, "attempts": result.attempts, "lead_id": result.lead_id,
+            "campaign": result.offers[-1].campaign_id if result.status == "sold" else None,
+            "price": money.to_amount(result.price_cents) if result.price_cents is not None else None,
+            "post_ms": round(elapsed * 1000, 2)}})
+
+    async def _keep_post(self, cascade: Cascade) -> None:
+        """The one place a post's final result is made durable: stored on the ping's record
+        with the lock freed and every deferred write (releases, the commit, the duplicate
+        history) done, in one round trip. A sale the store cannot take now is kept in the
+        journal and written when the store is back: the buyer has bought the lead."""
+        record, result, deferred = cascade.record, cascade.result, cascade.deferred
+
+        def write() -> Awaitable[Any]:
+            return asyncio.gather(*(each() for each in deferred), self.store.finish_post(record.ping_id, result))
+
+        try:
+            await write()
+        except StoreUnavailable:
+            if result.status != "sold":
+                raise
+            self.journal.add(record.ping_id, record.seller_id, result, write)
+
+
+class Cascade:
+    """One post going down the ranked bids: its result so far, and the store writes that
+    need no answer (releases, the commit, the duplicate history), deferred to ride along
+    with the next round trip."""
+
+    __slots__ = ("seller", "record", "keys", "duplicates", "started", "deadline", "result", "deferred")
+
+    def __init__(self, seller: SellerView, record: PingRecord, keys: list[str], duplicates: set[str],
+                 timeout_ms: int) -> None:
+        self.seller = seller
+        self.record = record
+        self.keys = keys
+        self.duplicates = duplicates
+        self.started = time.perf_counter()
+        self.deadline = self.started + timeout_ms / 1000
+        self.result = PostRecord(status="unsold", attempts=0, offers=[])
+        self.deferred: list[Write] = []
+
+    def offer(self, campaign: Campaign, cents: int) -> CampaignOutcome:
+        """The next offer's outcome, a duplicate until it is more."""
+        offer = CampaignOutcome(campaign_id=campaign.id, buyer_id=campaign.buyer, outcome="duplicate",
+                                bid=money.to_amount(cents))
+        self.result.offers.append(offer)
+        return offer
+
+    def sold(self, cents: int, buyer_lead_id: str | None) -> None:
+        """The lead is sold at ``cents``: the seller's price is its share of it."""
+        result = self.result
+        result.status = "sold"
+        result.price_cents = money.apply_share(cents, self.seller.share)
+        result.lead_id = os.urandom(12).hex()
+        result.buyer_lead_id = buyer_lead_id
 
 
 async def within(deadline: float, work: Awaitable[T]) -> T:
@@ -348,9 +468,9 @@ def check_post(record: PingRecord, lead: Lead, now: float, declared: Vertical | 
     """Refusals that need the ping: no bid to sell to, expired, a lead that is not the one pinged,
     or attributes the ping's vertical (``declared``, if it declares them) does not take."""
     if record.price_cents is None:
-        raise ApiError(409, "no_bid", "this ping got no bid and cannot be posted")
+        raise ApiError(Code.NO_BID)
     if now >= record.expires_at:
-        raise ApiError(410, "ping_expired", "the ping expired; send a new ping")
+        raise ApiError(Code.PING_EXPIRED)
     check_same_lead(record.ping, lead, "lead")
     if declared is not None and isinstance(lead.attributes, dict):
         problems = declared.problems(lead.attributes, "lead.attributes")
@@ -367,5 +487,5 @@ def check_same_lead(ping: PingFields, lead: Lead, path: str) -> None:
             continue
         pinged = getattr(ping, name)
         if pinged is not msgspec.UNSET and repeated != pinged:
-            raise ApiError(422, "ping_mismatch", f"{path}.{name} differs from the ping",
+            raise ApiError(Code.PING_MISMATCH, f"{path}.{name} differs from the ping",
                            [FieldError(f"{path}.{name}", "differs from the ping")])

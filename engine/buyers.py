@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Coroutine, Iterable, Sequence
 
 import msgspec
 
@@ -159,6 +159,8 @@ def clean_reason(reason: str | None) -> str:
 
 #: (campaign id, URL) -> the request head, and whether a call may be resent on a fresh connection.
 Targets = dict[tuple[str, str], tuple[http1.Target, bool]]
+#: One call of a fan-out: campaign id, URL, request body, timeout in seconds.
+Call = tuple[str, str, bytes, float]
 
 
 def targets_of(campaigns: Iterable[Campaign]) -> Targets:
@@ -211,7 +213,7 @@ class BuyerClient:
         answer.ms = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
-    async def fan_out(self, calls: Sequence[tuple[str, str, bytes, float]], wait_s: float) -> list[Answer | None]:
+    async def fan_out(self, calls: Sequence[Call], wait_s: float) -> list[Answer | None]:
         """Every ``(campaign_id, url, body, timeout_s)`` at once, each as ``call`` would make
         it, waiting at most ``wait_s`` for all; a call not finished by then is given up
         (its connection closed) and its entry is None.
@@ -223,91 +225,119 @@ class BuyerClient:
         ``call`` task.
         """
         loop = asyncio.get_running_loop()
-        answers: list[Answer | None] = [None] * len(calls)
-        out: dict[int, tuple[http1.Target, http1._Connection, float]] = {}
-        tasks: dict[int, asyncio.Task[Answer]] = {}
-        timers: dict[float, tuple[asyncio.TimerHandle, list[int]]] = {}
-        all_in = loop.create_future()
-        left = len(calls)
-
-        def settle(k: int, answer: Answer | None) -> None:
-            nonlocal left
-            answers[k] = answer
-            left -= 1
-            if left == 0 and not all_in.done():
-                all_in.set_result(None)
-
-        def answered(k: int, future: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
-            exc = future.exception()  # always read, so a given-up call logs nothing
-            taken = out.pop(k, None)
-            if taken is None:
-                return  # already given up
-            target, connection, started = taken
-            if exc is None:
-                self._http.keep(target, connection)
-                status, content_type, body = future.result()
-                settle(k, Answer(status=status, body=body, content_type=content_type,
-                                 ms=round((time.perf_counter() - started) * 1000, 2)))
-                return
-            connection.close()
-            campaign_id, url, request, timeout_s = calls[k]
-            if isinstance(exc, ConnectionResetError) and not connection.received and self._targets[(campaign_id, url)][1]:
-                # the buyer closed this idle connection: send once more, on a new one
-                remaining = timeout_s - (time.perf_counter() - started)
-                run(k, self.call(campaign_id, url, request, remaining, fresh=True, started=started))
-                return
-            settle(k, Answer(failure=failure_of(exc) or "error:connection",
-                             ms=round((time.perf_counter() - started) * 1000, 2)))
-
-        def run(k: int, coro: Any) -> None:
-            task = tasks[k] = asyncio.ensure_future(coro)
-            def done(t: asyncio.Task[Answer]) -> None:
-                if tasks.pop(k, None) is not None:
-                    settle(k, t.result())
-            task.add_done_callback(done)
-
-        def expire(ks: list[int]) -> None:
-            for k in ks:
-                taken = out.pop(k, None)
-                if taken is not None:
-                    taken[1].close()
-                    settle(k, Answer(failure="timeout", ms=round((time.perf_counter() - taken[2]) * 1000, 2)))
-
-        for k, (campaign_id, url, body, timeout_s) in enumerate(calls):
-            target, _ = self._targets[(campaign_id, url)]
-            started = time.perf_counter()
-            sent = self._http.send_idle(target, body) if timeout_s > 0 else None
-            if sent is None:
-                run(k, self.call(campaign_id, url, body, timeout_s))
-                continue
-            connection, future = sent
-            out[k] = (target, connection, started)
-            group = timers.get(timeout_s)
-            if group is None:
-                ks: list[int] = []
-                group = timers[timeout_s] = (loop.call_later(timeout_s, expire, ks), ks)
-            group[1].append(k)
-            future.add_done_callback(functools.partial(answered, k))
-        def give_up() -> None:
-            if not all_in.done():
-                all_in.set_result(None)
-        deadline = loop.call_later(wait_s, give_up) if left else None
+        fan = _FanOut(self, calls, loop)
+        for k in range(len(calls)):
+            fan.send(k)
+        if not fan.left:
+            return fan.answers
+        deadline = loop.call_later(wait_s, fan.give_up)
         try:
-            if left:
-                await all_in
+            await fan.all_in
         finally:
-            # Whatever is still out is given up: timers off, connections closed, tasks cancelled.
-            if deadline is not None:
-                deadline.cancel()
-            for handle, _ in timers.values():
-                handle.cancel()
-            for _, connection, _ in out.values():
-                connection.close()
-            out.clear()
-            for task in list(tasks.values()):
-                task.cancel()
-            tasks.clear()
-        return answers
+            deadline.cancel()
+            fan.close()
+        return fan.answers
+
+
+class _FanOut:
+    """One ``BuyerClient.fan_out`` under way: the answers so far and the calls still out,
+    each finished once, by its answer, its failure, its timer or the fan-out's end.
+
+    ``out``: calls sent on an idle connection, k -> (target, connection, start);
+    ``tasks``: calls running as ``BuyerClient.call`` tasks; ``timers``: one per distinct
+    limit, with the calls it ends.
+    """
+
+    __slots__ = ("client", "calls", "loop", "answers", "out", "tasks", "timers", "all_in", "left")
+
+    def __init__(self, client: BuyerClient, calls: Sequence[Call], loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.calls = calls
+        self.loop = loop
+        self.answers: list[Answer | None] = [None] * len(calls)
+        self.out: dict[int, tuple[http1.Target, http1._Connection, float]] = {}
+        self.tasks: dict[int, asyncio.Task[Answer]] = {}
+        self.timers: dict[float, tuple[asyncio.TimerHandle, list[int]]] = {}
+        self.all_in: asyncio.Future[None] = loop.create_future()
+        self.left = len(calls)
+
+    def send(self, k: int) -> None:
+        """Call ``k`` on an idle connection with a callback on its answer, else as a task."""
+        client = self.client
+        campaign_id, url, body, timeout_s = self.calls[k]
+        target, _ = client._targets[(campaign_id, url)]
+        started = time.perf_counter()
+        sent = client._http.send_idle(target, body) if timeout_s > 0 else None
+        if sent is None:
+            self.run(k, client.call(campaign_id, url, body, timeout_s))
+            return
+        connection, future = sent
+        self.out[k] = (target, connection, started)
+        group = self.timers.get(timeout_s)
+        if group is None:
+            ks: list[int] = []
+            group = self.timers[timeout_s] = (self.loop.call_later(timeout_s, self.expire, ks), ks)
+        group[1].append(k)
+        future.add_done_callback(functools.partial(self.answered, k))
+
+    def finish(self, k: int, answer: Answer) -> None:
+        self.answers[k] = answer
+        self.left -= 1
+        if self.left == 0 and not self.all_in.done():
+            self.all_in.set_result(None)
+
+    def answered(self, k: int, future: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+        exc = future.exception()  # always read, so a given-up call logs nothing
+        taken = self.out.pop(k, None)
+        if taken is None:
+            return  # already given up
+        target, connection, started = taken
+        if exc is None:
+            self.client._http.keep(target, connection)
+            status, content_type, body = future.result()
+            self.finish(k, Answer(status=status, body=body, content_type=content_type,
+                                  ms=round((time.perf_counter() - started) * 1000, 2)))
+            return
+        connection.close()
+        campaign_id, url, request, timeout_s = self.calls[k]
+        client = self.client
+        if isinstance(exc, ConnectionResetError) and not connection.received and client._targets[(campaign_id, url)][1]:
+            # the buyer closed this idle connection: send once more, on a new one
+            remaining = timeout_s - (time.perf_counter() - started)
+            self.run(k, client.call(campaign_id, url, request, remaining, fresh=True, started=started))
+            return
+        self.finish(k, Answer(failure=failure_of(exc) or "error:connection",
+                              ms=round((time.perf_counter() - started) * 1000, 2)))
+
+    def run(self, k: int, call: Coroutine[Any, Any, Answer]) -> None:
+        task = self.tasks[k] = asyncio.ensure_future(call)
+        task.add_done_callback(functools.partial(self.ran, k))
+
+    def ran(self, k: int, task: asyncio.Task[Answer]) -> None:
+        if self.tasks.pop(k, None) is not None:
+            self.finish(k, task.result())
+
+    def expire(self, ks: list[int]) -> None:
+        for k in ks:
+            taken = self.out.pop(k, None)
+            if taken is not None:
+                taken[1].close()
+                self.finish(k, Answer(failure="timeout", ms=round((time.perf_counter() - taken[2]) * 1000, 2)))
+
+    def give_up(self) -> None:
+        if not self.all_in.done():
+            self.all_in.set_result(None)
+
+    def close(self) -> None:
+        """Whatever is still out is given up: timers off, connections closed, tasks cancelled."""
+        for handle, _ in self.timers.values():
+            handle.cancel()
+        for _, connection, _ in self.out.values():
+            connection.close()
+        self.out.clear()
+        for task in list(self.tasks.values()):
+            task.cancel()
+        self.tasks.clear()
 
 
 

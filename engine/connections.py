@@ -8,7 +8,8 @@ descriptor), so health checks fail and nothing is logged. Here:
 
 * ``Connection`` is aiohttp's ``RequestHandler`` with a deadline for each request head (from
   accept, or from its first byte on a kept-alive connection) and for each request body (from
-  the end of its head), and the contract's JSON error for a refused request;
+  the end of its head), the contract's JSON error for a refused request, and no ``Server``
+  header on any answer;
 * ``Limits`` holds the deadlines (updated on reload) and keeps seller connections under a
   share of the descriptor limit: when a new one would pass it, the oldest connection the
   exchange is only waiting on (idle, or its head or body incomplete) is closed; and once a
@@ -20,8 +21,9 @@ descriptor), so health checks fail and nothing is logged. Here:
 It relies on these aiohttp internals, all exercised by tests/test_connections.py:
 ``RequestHandler._waiter`` (pending while no request is being read or handled),
 ``_request_count`` (grows by one per parsed head or refusal), ``_messages``,
-``_lingering_time``, ``handle_error`` and ``Server._kwargs`` (the handler arguments of the app
-and runner).
+``_lingering_time``, ``_request_factory`` (the app's ``_make_request``, whose ``_cls`` picks the
+request class), ``Request._prepare_hook``, ``handle_error`` and ``Server._kwargs`` (the handler
+arguments of the app and runner).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import resource
 import ssl
 import time
+from functools import partial
 from itertools import islice
 from typing import Any, Callable
 
@@ -43,7 +46,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from .config import Exchange
-from .errors import ApiError
+from .errors import ApiError, Code
 from .metrics import Metrics
 
 log = logging.getLogger("pingpost.connections")
@@ -77,19 +80,14 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: answers do not name the server software and its version."""
-    response.headers.popall(hdrs.SERVER, None)
+class _Request(web.Request):
+    """A request whose answer does not name the server software and its version: aiohttp adds
+    its ``Server`` header while preparing every answer, then runs this hook (before the app's
+    ``on_response_prepare`` signals), for routed requests and refused ones alike."""
 
-
-class _Refusal(web.Response):
-    """An answer to a request the parser refused. aiohttp adds its ``Server`` header while it
-    prepares an answer; a routed answer loses it in ``drop_server_header``, but a refused
-    request never reaches a route, so no app signal runs for it."""
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall(hdrs.SERVER, None)
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers.popall(hdrs.SERVER, None)
+        await super()._prepare_hook(response)
 
 
 class Limits:
@@ -187,6 +185,7 @@ class Connection(RequestHandler):
     def __init__(self, manager: web.Server, limits: Limits, **kwargs: Any) -> None:
         super().__init__(manager, keepalive_timeout=limits.keepalive_timeout_s,
                          lingering_time=limits.body_timeout_s, **kwargs)
+        self._request_factory = partial(manager.request_factory, _cls=_Request)  # type: ignore[call-arg]
         self._limits = limits
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -218,11 +217,11 @@ class Connection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         # The hot path: a ping's head and body usually come in one call, and then this adds
-        # a few attribute reads and no timer (between_requests, inlined).
+        # a few attribute reads and no timer. ``waiter`` is read before the parser runs: the
+        # branch that uses it is the one where no head completed, so it is still as it was.
         waiter = self._waiter
-        starts_head = self._head_timer is None and waiter is not None and not waiter.done()
         count = self._request_count
-        super().data_received(data)
+        RequestHandler.data_received(self, data)
         if self._body_timer is not None and (self._body is None or self._body.is_eof()):
             self._body_timer.cancel()
             self._body_timer = self._body = None
@@ -237,7 +236,7 @@ class Connection(RequestHandler):
             if body is not None and not body.is_eof():
                 self._body = body
                 self._body_timer = self._loop.call_later(self._limits.body_timeout_s, self._body_late)
-        elif starts_head and data:
+        elif self._head_timer is None and waiter is not None and not waiter.done() and data:  # between_requests
             self._head_timer = self._loop.call_later(self._limits.header_timeout_s, self._head_late)
 
     def _refuse_body(self, body: StreamReader) -> None:
@@ -286,15 +285,15 @@ class Connection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("an answer is already under way; the connection is given up")
         if status == 400:
-            error = ApiError(400, "malformed_request", f"not a valid HTTP/1.1 request: {parser_reason(exc)}")
+            error = ApiError(Code.MALFORMED_REQUEST, f"not a valid HTTP/1.1 request: {parser_reason(exc)}")
             self._limits.metrics.rejected_requests.labels(error.code).inc()
             log.debug("malformed request", extra={"event": {"event": "malformed_request",
                                                             "error": type(exc).__name__}})
         else:
-            error = ApiError(500, "internal_error", "internal error")
+            error = ApiError(Code.INTERNAL_ERROR)
             log.error("unhandled", extra={"event": {"event": "unhandled", "path": request.path,
                                                     "error": type(exc).__name__}})
-        response = _Refusal(body=_encode(error.body()), status=error.status, content_type="application/json")
+        response = web.Response(body=_encode(error.body()), status=error.status, content_type="application/json")
         response.force_close()
         return response
 

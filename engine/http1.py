@@ -141,7 +141,7 @@ class _Connection(asyncio.Protocol):
         decode (``error:bad_json``). A reset (``connection_lost`` with an error) stays one."""
         if self.status and not self.framed and not self.done:
             self.open = False
-            self._settle()
+            self._deliver()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -185,9 +185,9 @@ class _Connection(asyncio.Protocol):
             return
         if not self.parser.should_keep_alive():
             self.open = False
-        self._settle()
+        self._deliver()
 
-    def _settle(self) -> None:
+    def _deliver(self) -> None:
         self.done = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():

@@ -1,4 +1,5 @@
-"""The seller API as an OpenAPI 3.1 document, generated from the request/answer Structs."""
+"""The seller API as an OpenAPI 3.1 document, generated from the request/answer Structs
+and the table of error codes (``errors.Code``)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,39 @@ from typing import Any
 
 import msgspec
 
+from .errors import Code
 from .schema import (DirectPostRequest, ErrorResponse, Health, PingRequest, PingResponse, PingTrace, PostRequest,
                      PostResponse)
 
-_ERRORS = {
-    "400": "malformed_json", "401": "unauthorized", "403": "forbidden", "404": "not_found",
-    "409": "post_in_progress or no_bid", "410": "ping_expired", "413": "payload_too_large",
-    "415": "unsupported_media_type", "422": "validation_error, pii_in_ping or ping_mismatch",
-    "503": "overloaded, store_unavailable or shutting_down",
-}
+
+def codes_by_status() -> dict[str, list[str]]:
+    """Each status of the error table with its codes, in the table's order."""
+    by_status: dict[str, list[str]] = {}
+    for code in Code:
+        by_status.setdefault(str(code.status), []).append(code.value)
+    return by_status
+
+
+def _either(codes: list[str]) -> str:
+    return codes[0] if len(codes) == 1 else f"{', '.join(codes[:-1])} or {codes[-1]}"
 
 
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [PingRequest, PostRequest, DirectPostRequest, PingResponse, PostResponse, PingTrace, ErrorResponse, Health],
         ref_template="#/components/schemas/{name}")
+    components["ErrorDetail"]["properties"]["code"]["enum"] = [code.value for code in Code]
+    by_status = codes_by_status()
 
     def ref(struct: type) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{struct.__name__}"}
 
-    def error(code: str) -> dict[str, Any]:
-        return {"description": _ERRORS[code], "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+    def error(status: str) -> dict[str, Any]:
+        """The error shape, its ``code`` one of those the table answers with this status."""
+        codes = by_status[status]
+        narrowed = {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}
+        return {"description": _either(codes),
+                "content": {"application/json": {"schema": {"allOf": [ref(ErrorResponse), narrowed]}}}}
 
     def answers(ok: type, codes: tuple[str, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ref(ok)}}}}
@@ -40,7 +53,7 @@ def document() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref(body)}}},
             "responses": answers(ok, codes)}}
 
-    seller_errors = ("400", "401", "403", "413", "415", "422", "503")
+    seller_errors = ("400", "401", "403", "408", "413", "415", "422", "503")
     return {
         "openapi": "3.1.0",
         "info": {"title": "pingpost seller API", "version": "1"},

@@ -100,7 +100,7 @@ async def check_store(redis_url: str) -> None:
     await store.close()
 
 
-def settle_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Everything built so far (config, index, modules) lives as long as the process:
     freeze it out of the collector's walks, and collect the young generation less often,
     since a ping's objects are short-lived and reference counting frees them anyway."""
@@ -175,7 +175,7 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
 
     # Like SIGTERM's, before the announcement: a SIGHUP sent on it must reload, not kill.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    settle_garbage_collector()
+    tune_garbage_collector()
     print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)

@@ -22,8 +22,8 @@ from . import money, normalize
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
-from .connections import BodyTimeout, drop_server_header, parser_reason
-from .errors import ApiError, refused
+from .connections import BodyTimeout, parser_reason
+from .errors import ApiError, Code, refused
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
 from .schema import (ATTRIBUTE_RULE, NUMBER_RULE, RULES, WHOLE_NUMBER_RULE, DirectPostRequest, FieldError, Health,
@@ -79,8 +79,8 @@ _decode_plain = msgspec.json.Decoder(float_hook=_plain_float).decode
 _UNREAD = object()
 
 
-def _malformed(message: str = "the body is not UTF-8 JSON") -> ApiError:
-    return ApiError(400, "malformed_json", message)
+def _malformed(message: str | None = None) -> ApiError:
+    return ApiError(Code.MALFORMED_JSON, message)
 
 
 def _plain_json(body: bytes) -> Any:
@@ -194,8 +194,7 @@ def _ping_pii(ping: PingFields) -> list[str]:
 
 
 def _pii_error(paths: list[str]) -> ApiError:
-    return ApiError(422, "pii_in_ping", "personal data is not accepted in a ping",
-                    [FieldError(p, "personal data is not accepted in a ping") for p in paths])
+    return ApiError(Code.PII_IN_PING, fields=[FieldError(p, Code.PII_IN_PING.message) for p in paths])
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes, ping_fields: bool, verticals: Verticals) -> T:
@@ -315,12 +314,12 @@ class Gate:
                 key = token.strip()
         found = self.keys.get(key) if key else None
         if found is None:
-            raise ApiError(401, "unauthorized", "missing or unknown API key")
+            raise ApiError(Code.UNAUTHORIZED)
         allowed = self.allowed[found[0].seller.id]
         if allowed:
             client = self.client_address(request)
             if client is None or not any(client in net for net in allowed):
-                raise ApiError(403, "forbidden", "this address may not use this key")
+                raise ApiError(Code.FORBIDDEN)
         return found
 
     def metrics_reader(self, request: web.Request) -> None:
@@ -328,7 +327,7 @@ class Gate:
         read them, the client found as for a seller's ``allowed_ips``."""
         client = self.client_address(request)
         if client is None or not any(client in net for net in self.metrics_readers):
-            raise ApiError(403, "forbidden", "this address may not read the metrics")
+            raise ApiError(Code.FORBIDDEN, "this address may not read the metrics")
 
     def _trusted(self, address: Address) -> bool:
         return any(address in net for net in self.proxies)
@@ -367,31 +366,30 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
         metrics.rejected_requests.labels(exc.code).inc()
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(ApiError(413, "payload_too_large", f"the body is over {MAX_BODY} bytes"))
+        return error_response(ApiError(Code.PAYLOAD_TOO_LARGE, f"the body is over {MAX_BODY} bytes"))
     except web.HTTPNotFound:
-        return error_response(ApiError(404, "not_found", "no such route"))
+        return error_response(ApiError(Code.NOT_FOUND, "no such route"))
     except web.HTTPMethodNotAllowed as exc:
-        response = error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed here"))
+        response = error_response(ApiError(Code.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here"))
         response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
         return response
-    except web.HTTPException as exc:
-        return error_response(ApiError(exc.status, "http_error", exc.reason))
     except StoreUnavailable:
-        return error_response(ApiError(503, "store_unavailable", "the shared store is unreachable; retry"))
+        return error_response(ApiError(Code.STORE_UNAVAILABLE))
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode: bad chunks, gzip that is not
-        return error_response(ApiError(400, "malformed_request", f"the body cannot be read: {parser_reason(exc)}"))
+        return error_response(ApiError(Code.MALFORMED_REQUEST, f"the body cannot be read: {parser_reason(exc)}"))
     except BodyTimeout:
         exchange = request.app[EXCHANGE]
-        exchange.metrics.rejected_requests.labels("request_timeout").inc()
-        return error_response(ApiError(408, "request_timeout", "the body did not arrive within "
-                                       f"{exchange.config.exchange.body_timeout_s:g} s of its head"))
+        error = ApiError(Code.REQUEST_TIMEOUT,
+                         f"the body did not arrive within {exchange.config.exchange.body_timeout_s:g} s of its head")
+        exchange.metrics.rejected_requests.labels(error.code).inc()
+        return error_response(error)
     except Exception as exc:
         if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
             # The client closed or reset its connection (mid-body, say): nobody gets this answer.
             log.info("client gone", extra={"event": {"event": "client_gone", "path": request.path}})
         else:
             log.exception("unhandled", extra={"event": {"event": "unhandled", "path": request.path}})
-        return error_response(ApiError(500, "internal_error", "internal error"))
+        return error_response(ApiError(Code.INTERNAL_ERROR))
 
 
 class Routes:
@@ -415,18 +413,18 @@ class Routes:
 
     async def _body(self, request: web.Request) -> bytes:
         if request.content_type != "application/json":
-            raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+            raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE)
         if (request.content_length or 0) > MAX_BODY:
-            raise ApiError(413, "payload_too_large", f"the body is over {MAX_BODY} bytes")
+            raise ApiError(Code.PAYLOAD_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
         return await request.read()
 
     async def _admitted(self, request: web.Request, work: Callable[[SellerView, bool, bytes], Awaitable[T]]) -> T:
         """Auth, then the in-flight bound (answered at once, never queued), then the work."""
         seller, test = self.gate.seller(request)
         if self.draining:
-            raise ApiError(503, "shutting_down", "this exchange is shutting down; retry elsewhere")
+            raise ApiError(Code.SHUTTING_DOWN)
         if self.inflight >= self.max_inflight:
-            raise ApiError(503, "overloaded", "too many auctions in flight; retry shortly")
+            raise ApiError(Code.OVERLOADED)
         self.inflight += 1
         self.exchange.metrics.inflight.inc()
         try:
@@ -474,12 +472,12 @@ class Routes:
         seller, _ = self.gate.seller(request)
         record = await self.exchange.store.get_ping(request.match_info["ping_id"])
         if record is None or record.seller_id != seller.seller.id:
-            raise ApiError(404, "not_found", "no such ping for this seller")
+            raise ApiError(Code.NOT_FOUND)
         return json_response(to_trace(record))
 
     async def healthz(self, request: web.Request) -> web.Response:
         if self.draining:
-            raise ApiError(503, "shutting_down", "this exchange is shutting down")
+            raise ApiError(Code.SHUTTING_DOWN, "this exchange is shutting down")
         return json_response(Health("ok"))
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -511,7 +509,6 @@ def make_app(config: Config, store: Store, ca_file: str | None = None, clock: Cl
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/openapi.json", routes.openapi_json)
-    app.on_response_prepare.append(drop_server_header)
 
     async def lifecycle(app: web.Application) -> Any:
         await store.start(config.campaigns, config.exchange)

@@ -11,14 +11,12 @@ import datetime
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from pingpost.errors import Code
 from tests.support.buyers import BuyerServer
 from tests.support.exchange import LEAD, PING, SELLER_KEY, base_config
 
-ERROR_STATUSES = {
-    "malformed_json": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "post_in_progress": 409,
-    "ping_expired": 410, "payload_too_large": 413, "unsupported_media_type": 415, "validation_error": 422,
-    "pii_in_ping": 422, "ping_mismatch": 422, "overloaded": 503,
-}
+#: Every error code with its documented status, from the exchange's one table of them.
+ERROR_STATUSES = {code.value: code.status for code in Code}
 
 
 def make_config(buyers: BuyerServer, *campaigns: dict[str, Any], acme: dict[str, Any] | None = None,

@@ -17,8 +17,8 @@ import pytest
 
 from pingpost import targeting
 from pingpost.config import from_dict
-from pingpost.errors import refused
-from pingpost.schema import FieldError
+from pingpost.errors import Code
+from pingpost.openapi import document
 from pingpost.schema import PingFields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +84,15 @@ def test_the_quick_start_is_two_commands() -> None:
     assert commands == ["make demo", "make test"]
 
 
-def test_the_error_table_lists_exactly_the_codes_the_exchange_answers() -> None:
-    """Every ``ApiError(status, "code"`` in the engine (plus ``refused``'s) is a row of the
-    table in docs/api.md, and every row is a code the engine answers."""
-    source = "\n".join(path.read_text() for path in (ROOT / "engine").rglob("*.py"))
-    answered = {(int(status), code) for status, code in re.findall(r'ApiError\((\d{3}), "([a-z_]+)"', source)}
-    field_error = refused([FieldError("zip", "bad")])
-    answered.add((field_error.status, field_error.code))
+def test_every_error_code_is_documented_and_in_the_openapi_document() -> None:
+    """The exchange answers only the codes of ``errors.Code`` (every refusal raises one):
+    docs/api.md's error table has a row for each, with its status, and no other row, and
+    the OpenAPI document lists every one of them as a value of the error's ``code``."""
     api = (ROOT / "docs" / "api.md").read_text()
     documented = {(int(status), code) for status, code in re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \|", api, re.M)}
-    assert documented == answered
+    assert documented == {(code.status, code.value) for code in Code}
+    listed = document()["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
+    assert sorted(listed) == sorted(code.value for code in Code)
 
 
 @pytest.mark.parametrize("command", ["serve", "check"])

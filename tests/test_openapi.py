@@ -23,6 +23,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
                                  status_code_conformance)
 
 from pingpost.config import from_dict
+from pingpost.errors import Code
 from pingpost.openapi import document
 from pingpost.schema import DirectPostRequest, PingRequest, PingResponse, PostRequest, PostResponse
 from pingpost.store.memory import MemoryStore
@@ -91,6 +92,24 @@ def test_served_document_is_the_generated_one(live):
     # The document loads and validates as OpenAPI 3.1.
     loaded = schemathesis.openapi.from_url(live + "/openapi.json")
     assert {op.ok().path for op in loaded.get_all_operations()} >= {"/v1/ping", "/v1/post", "/v1/leads"}
+
+
+def test_each_error_answer_names_the_codes_of_its_status():
+    """Every error answer of every operation is the error shape with a ``code`` from the
+    table answered with that status, and names all of them (so the fuzz tests below also
+    check that a 404 says ``not_found``, a 409 ``post_in_progress`` or ``no_bid``, ...)."""
+    statuses = {str(code.status) for code in Code}
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                if status == "200":
+                    continue
+                assert status in statuses, (path, method, status)
+                whole, narrowed = answer["content"]["application/json"]["schema"]["allOf"]
+                assert whole == {"$ref": "#/components/schemas/ErrorResponse"}
+                codes = narrowed["properties"]["error"]["properties"]["code"]["enum"]
+                assert codes == [code.value for code in Code if str(code.status) == status], (path, method, status)
+                assert all(code in answer["description"] for code in codes)
 
 
 def test_documented_answers_match_real_ones(live):
