@@ -42,9 +42,9 @@ class NotListening(Exception):
 
 
 class Child:
-    """One child process. ``stdout`` holds its stdout lines so far; its stderr goes to
+    """One child process. ``stdout`` holds its stdout lines so far. Its stderr goes to
     ``log`` when one is given (the stdout lines are copied there too, so the file reads as
-    the child's whole output), else ``stderr`` holds those lines as well."""
+    the child's whole output); without a log, ``stderr`` holds its lines."""
 
     def __init__(self, command: Sequence[str], *, name: str | None = None, log: Path | None = None,
                  cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
@@ -98,6 +98,7 @@ class Child:
                 ended = f"exited with code {self.process.wait(_READER_JOIN_S)}"
             except subprocess.TimeoutExpired:
                 ended = "closed its stdout"
+            self._join()  # its last stderr lines, which say why
             raise NotListening(f"{self.name} {ended} before listening:\n{self.tail()}")
         return self.url
 
@@ -161,9 +162,12 @@ class Child:
         self.process.wait()
         self._finish()
 
-    def _finish(self) -> None:
+    def _join(self) -> None:
         for reader in self._readers:
             reader.join(_READER_JOIN_S)
+
+    def _finish(self) -> None:
+        self._join()
         if self._log is not None:
             with self._log_lock:
                 self._log.close()
