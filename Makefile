@@ -1,17 +1,17 @@
 # The two Quick start commands: `make demo` and `make test`. Each sets up what it needs
-# (a virtualenv with the package built, redis-server and PostgreSQL for the tests) and then runs.
+# (a virtualenv with the package built; redis-server, PostgreSQL and Chromium for the tests) and then runs.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench setup redis postgres
+.PHONY: demo test bench setup redis postgres chromium
 
 demo: $(STAMP)
 	$(BIN)/pingpost demo
 
-test: $(STAMP) redis postgres
+test: $(STAMP) redis postgres chromium
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -32,3 +32,6 @@ redis:
 
 postgres:
 	@scripts/ensure-postgres
+
+chromium:
+	@scripts/ensure-chromium

@@ -1,4 +1,5 @@
-"""The ``pingpost`` command: ``serve``, ``check``, ``buyers``, ``demo``, ``bench``.
+"""The ``pingpost`` command: ``serve``, ``check``, ``buyers``, ``demo``, ``bench``, ``ledger``, ``passwd``,
+``keygen``.
 
 Each subcommand lives in its own module, which contributes ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only wires them together, importing just the module of
@@ -18,7 +19,9 @@ COMMANDS = {
     "buyers": ("pingpost.sim.buyers", "run simulated buyers (many campaigns on one port)"),
     "demo": ("pingpost.demo", "exchange + simulated buyers + seller traffic, with a live summary"),
     "bench": ("pingpost.benchmark", "measure throughput and latency against simulated buyers (docs/performance.md)"),
-    "ledger": ("pingpost.ledger.command", "the exchange's books: create or upgrade the ledger's schema"),
+    "ledger": ("pingpost.ledger.command", "the exchange's books: create or upgrade the schema, rotate the key"),
+    "passwd": ("pingpost.passwd", "read a password from stdin and print its argon2id hash, for [[users]]"),
+    "keygen": ("pingpost.privacy.keygen", "print a new operator key, which seals leads' personal data"),
 }
 
 
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             command.description = module.__doc__
             command.formatter_class = argparse.RawDescriptionHelpFormatter
             command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                                 help="log verbosity (default: info)")
+                                 help="log verbosity (default: %(default)s)")
             module.add_arguments(command)
             command.set_defaults(run=module.run)
     args = parser.parse_args(argv)

@@ -17,14 +17,18 @@ import re
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
 
+from . import http1
+from .formats.spec import Stage
+from .formats.request import Kind
+from .formats.stage import stage_problems
 from .normalize import US_STATES, personal_key
-from .schema import FieldError
+from .schema import FieldError, Ranking
 
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}(?!\n)$")]
 Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?(?!\n)$", max_length=2048)]
@@ -45,16 +49,18 @@ PRIVATE_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "17
 SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("sellers", "[]", "api_keys", "[]"),
     ("sellers", "[]", "test_api_keys", "[]"),
+    ("buyers", "[]", "api_keys", "[]"),
+    ("operators", "[]", "api_keys", "[]"),
+    ("users", "[]", "password_hash"),
     ("campaigns", "[]", "headers", "*"),
+    *((("campaigns", "[]", stage, "headers", "*") for stage in ("ping", "post"))),
+    *((("campaigns", "[]", stage, "auth", key) for stage in ("ping", "post")
+       for key in ("user", "password", "token", "value"))),
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: RFC 9110 token: what a header name may be.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-#: Visible ASCII, space and tab: a header value never carries CR, LF or another control character.
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
-#: Headers the exchange writes itself on every buyer request: a campaign's own would break the framing.
-_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type"})
 MIN_KEY_LENGTH = 8
+#: A dashboard user's role: the exchange's staff, or one seller's or one buyer's people.
+ROLE = re.compile(r"(operator|seller:(?P<seller>.+)|buyer:(?P<buyer>.+))\Z")
 
 
 class ConfigError(Exception):
@@ -84,21 +90,76 @@ class ExchangeSettings(Base, kw_only=True):
     header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     keepalive_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 75.0
+    #: How bids are ordered: ``bid`` by the bid alone; ``expected`` by the bid times the
+    #: campaign's accept rate over ``accept_window_s``, smoothed by a prior of
+    #: ``accept_prior_offers`` offers accepted at ``accept_prior`` (docs/auction.md).
+    ranking: Ranking = "bid"
+    accept_window_s: Annotated[int, Meta(ge=60, le=7 * 86_400)] = 3600
+    accept_prior: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    accept_prior_offers: Annotated[int, Meta(ge=1, le=1_000_000)] = 20
+
+
+class LedgerSettings(Base, kw_only=True):
+    #: How long the books keep traffic that did not sell (pings, unsold posts); sales and
+    #: money records are kept whatever this says.
+    keep_days: Annotated[int, Meta(ge=1, le=36_500)] = 90
+
+
+class PrivacySettings(Base, kw_only=True):
+    #: The file holding the operator's key (``pingpost keygen``); ``PINGPOST_DATA_KEY`` wins over it.
+    key_file: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    #: How long a sold lead's personal data is kept after its post; then the exchange erases it.
+    keep_lead_days: Annotated[int, Meta(ge=1, le=36_500)] = 30
+
+
+Key = Annotated[str, Meta(max_length=256)]
+#: A return reason: a word a buyer's program sends and a report can show.
+Reason = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(?!\n)$")]
+RETURN_REASONS = ("invalid_contact", "duplicate", "did_not_request", "out_of_area", "fraud", "other")
 
 
 class Seller(Base, kw_only=True):
     id: Id
     # The 8-character minimum is checked with the other semantics, for a message that says so.
-    api_keys: list[Annotated[str, Meta(max_length=256)]] = []
-    test_api_keys: list[Annotated[str, Meta(max_length=256)]] = []
+    api_keys: list[Key] = []
+    test_api_keys: list[Key] = []
     allowed_ips: list[str] = []
     revenue_share: Annotated[float, Meta(ge=0, le=1)] = 1.0
     min_bid: Amount = 0.0
+    #: Whether a buyer's approved return of this seller's lead takes the seller's price back
+    #: from its payout (a debit beside the buyer's credit), or the exchange bears it.
+    returns_reverse_payout: bool = True
 
 
 class Buyer(Base, kw_only=True):
     id: Id
     dedupe_days: Annotated[int, Meta(ge=0, le=3650)] = 0
+    #: The buyer's own keys: its reports (and its own API); the same rules as a seller's.
+    api_keys: list[Key] = []
+    #: Days after the day of a sale (in the exchange's time zone) its lead can be returned; 0: none.
+    return_window_days: Annotated[int, Meta(ge=0, le=365)] = 7
+    #: The share of a calendar month's purchases whose returns are approved at once; past it
+    #: a return waits for an operator.
+    max_return_rate: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    return_reasons: Annotated[list[Reason], Meta(min_length=1, max_length=64)] = msgspec.field(
+        default_factory=lambda: list(RETURN_REASONS))
+
+
+class Operator(Base, kw_only=True):
+    """The exchange's own staff, for machine access: every report, the metrics."""
+
+    id: Id
+    api_keys: list[Key] = []
+
+
+class User(Base, kw_only=True):
+    """Someone who signs in to the dashboard. Names are lower case, so that "Ana" and "ana"
+    can never be two people; the password exists only as its argon2id hash."""
+
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9_.@\-]{1,64}(?!\n)$")]
+    password_hash: Annotated[str, Meta(max_length=512)]
+    # "operator", "seller:<id>" or "buyer:<id>": checked with the other semantics, against the ids.
+    role: Annotated[str, Meta(max_length=80)]
 
 
 class Schedule(Base, kw_only=True):
@@ -149,6 +210,10 @@ class Campaign(Base, kw_only=True):
     active: bool = True
     filters: Filters = msgspec.field(default_factory=Filters)
     caps: Caps = msgspec.field(default_factory=Caps)
+    #: ``pingpost``: the exchange's own protocol; ``custom``: the buyer's own API, as ``ping`` and ``post`` say.
+    format: Literal["pingpost", "custom"] = "pingpost"
+    ping: Stage | None = None
+    post: Stage | None = None
 
 
 def _all(item: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -189,10 +254,14 @@ class Vertical(Base, kw_only=True):
 
 class Config(Base, kw_only=True):
     exchange: ExchangeSettings = msgspec.field(default_factory=ExchangeSettings)
+    ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     sellers: list[Seller] = []
     buyers: list[Buyer] = []
     campaigns: list[Campaign] = []
     verticals: list[Vertical] = []
+    operators: list[Operator] = []
+    users: list[User] = []
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -316,6 +385,8 @@ def _struct_of(typ: Any) -> type[Struct] | None:
 
 
 def _list_item_struct(typ: Any) -> type[Struct] | None:
+    if get_origin(typ) is Annotated:  # a list with a length limit
+        typ = typ.__origin__
     if getattr(typ, "__origin__", None) is list:
         return _struct_of(typ.__args__[0])
     return None
@@ -328,7 +399,7 @@ def _join(path: str, key: str) -> str:
 def _member(path: str, key: str) -> str:
     """``path.key``, or ``path['key']`` for a key that is not a plain token (a header name
     with a line break must not break the error's line)."""
-    return _join(path, key) if _TOKEN.match(key) else f"{path}[{key!r}]"
+    return _join(path, key) if http1.TOKEN.match(key) else f"{path}[{key!r}]"
 
 
 def _salvage(value: Any, typ: Any) -> Any:
@@ -378,20 +449,28 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
         live, test = _strings(seller.get("api_keys")), _strings(seller.get("test_api_keys"))
         if not live and not test:
             errors.append((f"sellers[{i}].api_keys", "a seller needs at least one key"))
-        for field, keys in (("api_keys", live), ("test_api_keys", test)):
-            for j, key in enumerate(keys):
-                where = f"sellers[{i}].{field}[{j}]"
-                if len(key) < MIN_KEY_LENGTH:
-                    errors.append((where, f"an API key must be at least {MIN_KEY_LENGTH} characters"))
-                if key in seen_keys:
-                    errors.append((where, f"key already used at {seen_keys[key]}"))
-                seen_keys[key] = where
+        _check_keys(live, f"sellers[{i}].api_keys", seen_keys, errors)
+        _check_keys(test, f"sellers[{i}].test_api_keys", seen_keys, errors)
         for j, cidr in enumerate(_strings(seller.get("allowed_ips"))):
             _check_cidr(cidr, f"sellers[{i}].allowed_ips[{j}]", errors)
 
     buyers = _entries(raw, "buyers")
     _check_unique([(i, e.get("id")) for i, e in buyers], "buyers", errors)
     buyer_ids = {e.get("id") for _, e in buyers}
+    for i, buyer in buyers:
+        _check_keys(_strings(buyer.get("api_keys")), f"buyers[{i}].api_keys", seen_keys, errors)
+        reasons = _strings(buyer.get("return_reasons"))
+        for j, reason in enumerate(reasons):
+            if reason in reasons[:j]:
+                errors.append((f"buyers[{i}].return_reasons[{j}]", f"reason {reason!r} is listed twice"))
+    operators = _entries(raw, "operators")
+    _check_unique([(i, e.get("id")) for i, e in operators], "operators", errors)
+    for i, operator in operators:
+        keys = _strings(operator.get("api_keys"))
+        if not keys:
+            errors.append((f"operators[{i}].api_keys", "an operator needs at least one key"))
+        _check_keys(keys, f"operators[{i}].api_keys", seen_keys, errors)
+    _check_users(_entries(raw, "users"), {e.get("id") for _, e in sellers}, buyer_ids, errors)
     campaigns = _entries(raw, "campaigns")
     _check_unique([(i, e.get("id")) for i, e in campaigns], "campaigns", errors)
     for i, c in campaigns:
@@ -405,6 +484,7 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
             _check_url(c.get(name), f"{where}.{name}", errors)
         if isinstance(c.get("headers"), dict):
             _check_headers(c["headers"], f"{where}.headers", errors)
+        _check_format(c, where, errors)
         try:
             f = _salvage(c.get("filters", {}), Filters)
         except msgspec.ValidationError:
@@ -421,6 +501,58 @@ def _check_semantics(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None
             problem = rule_problem(rule)
             if problem:
                 errors.append((f"{where}.filters.rules[{j}].value", problem))
+
+
+def _check_keys(keys: list[str], where: str, seen: dict[str, str], errors: list[tuple[str, str]]) -> None:
+    """Every API key opens exactly one door: long enough not to be guessed, and used once
+    across sellers' live and test keys, buyers' and operators' keys."""
+    for j, key in enumerate(keys):
+        path = f"{where}[{j}]"
+        if len(key) < MIN_KEY_LENGTH:
+            errors.append((path, f"an API key must be at least {MIN_KEY_LENGTH} characters"))
+        if key in seen:
+            errors.append((path, f"key already used at {seen[key]}"))
+        seen[key] = path
+
+
+def _check_users(users: list[tuple[int, dict[str, Any]]], sellers: set[Any], buyers: set[Any],
+                 errors: list[tuple[str, str]]) -> None:
+    """Names once each, roles naming a seller or buyer that exists, hashes that are argon2id."""
+    seen: dict[str, int] = {}
+    for i, user in users:
+        name, role, hashed = user.get("name"), user.get("role"), user.get("password_hash")
+        if isinstance(name, str):
+            if name in seen:
+                errors.append((f"users[{i}].name", f"duplicate user name {name!r} (also users[{seen[name]}])"))
+            seen.setdefault(name, i)
+        if isinstance(role, str):
+            match = ROLE.match(role)
+            if match is None:
+                errors.append((f"users[{i}].role", f"unknown role {role!r}: operator, seller:<id> or buyer:<id>"))
+            elif match["seller"] is not None and match["seller"] not in sellers:
+                errors.append((f"users[{i}].role", f"no seller with id {match['seller']!r}"))
+            elif match["buyer"] is not None and match["buyer"] not in buyers:
+                errors.append((f"users[{i}].role", f"no buyer with id {match['buyer']!r}"))
+        if isinstance(hashed, str) and not _argon2id(hashed):
+            errors.append((f"users[{i}].password_hash",
+                           "not an argon2id hash ($argon2id$...): make one with `pingpost passwd`"))
+
+
+#: An argon2id hash in the PHC string format, as ``pingpost passwd`` prints it: parameters,
+#: then a salt and a digest of at least 8 and 16 bytes (base64 without padding).
+_ARGON2ID = re.compile(r"\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{22,}\Z")
+
+
+def _argon2id(hashed: str) -> bool:
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+    if not _ARGON2ID.match(hashed):
+        return False
+    try:
+        extract_parameters(hashed)
+    except (InvalidHashError, ValueError):
+        return False
+    return True
 
 
 def _check_verticals(raw: dict[str, Any], errors: list[tuple[str, str]]) -> None:
@@ -518,13 +650,39 @@ def _check_headers(headers: dict[str, Any], where: str, errors: list[tuple[str, 
     """Header names are tokens and values plain text: either is written into every buyer
     request as it is, so a line break would add headers (or a request) of its own."""
     for name, value in headers.items():
-        if not _TOKEN.match(name):
-            errors.append((where, f"not a valid header name: {name!r}"))
-        elif name.lower() in _OWN_HEADERS:
-            errors.append((_member(where, name), "the exchange sets this header itself"))
-        elif isinstance(value, str) and not _HEADER_VALUE.match(value):
-            errors.append((_member(where, name), "a header value may hold only visible ASCII, spaces and tabs "
-                                                 "(no CR, LF or other control characters)"))
+        problem = http1.header_problem(name, value if isinstance(value, str) else "")
+        if problem is not None:
+            errors.append((where if not http1.TOKEN.match(name) else _member(where, name), problem))
+
+
+def _check_format(c: dict[str, Any], where: str, errors: list[tuple[str, str]]) -> None:
+    """A custom campaign describes its post, and its ping unless it has a fixed price; each
+    stage is compiled, so every transform, pattern, path and auth is checked as it will run."""
+    if c.get("format", "pingpost") not in ("pingpost", "custom"):
+        return  # reported with the shapes
+    custom = c.get("format") == "custom"
+    kinds: tuple[tuple[Kind, str], ...] = (("ping", "ping_url"), ("post", "post_url"))
+    for kind, url_key in kinds:
+        raw = c.get(kind)
+        if raw is None:
+            if custom and (kind == "post" or url_key in c):
+                errors.append((f"{where}.{kind}", f"a campaign of format custom describes its {kind} here"))
+            continue
+        if not custom:
+            errors.append((f"{where}.{kind}", 'only a campaign of format = "custom" describes its requests'))
+            continue
+        if url_key not in c:
+            errors.append((f"{where}.{kind}", "a fixed-price campaign sends no ping: leave this out"))
+            continue
+        if isinstance(raw, dict) and isinstance(raw.get("headers"), dict):
+            _check_headers(raw["headers"], f"{where}.{kind}.headers", errors)
+        try:
+            stage = msgspec.convert(raw, Stage)
+            msgspec.convert(c.get(url_key), Url)
+            headers = msgspec.convert(c.get("headers", {}), dict[str, str])
+        except msgspec.ValidationError:
+            continue  # reported with the shapes
+        errors += [(f"{where}.{kind}.{path}", reason) for path, reason in stage_problems(stage, kind, c[url_key], headers)]
 
 
 def _check_cidr(cidr: str, where: str, errors: list[tuple[str, str]]) -> None:

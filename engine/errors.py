@@ -36,6 +36,8 @@ class Code(enum.StrEnum):
     REQUEST_TIMEOUT = "request_timeout", 408, "the body did not arrive in time"
     POST_IN_PROGRESS = "post_in_progress", 409, "this ping is being posted; retry for the result"
     NO_BID = "no_bid", 409, "this ping got no bid and cannot be posted"
+    OPTED_OUT = "opted_out", 409, "this lead's consumer opted out: no buyer is offered it"
+    RETURN_WINDOW_CLOSED = "return_window_closed", 409, "the lead's return window has closed"
     PING_EXPIRED = "ping_expired", 410, "the ping expired; send a new ping"
     PAYLOAD_TOO_LARGE = "payload_too_large", 413, "the body is too large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "send Content-Type: application/json"
@@ -46,6 +48,7 @@ class Code(enum.StrEnum):
     OVERLOADED = "overloaded", 503, "too many auctions in flight; retry shortly"
     SHUTTING_DOWN = "shutting_down", 503, "this exchange is shutting down; retry elsewhere"
     STORE_UNAVAILABLE = "store_unavailable", 503, "the shared store is unreachable; retry"
+    LEDGER_UNAVAILABLE = "ledger_unavailable", 503, "the exchange cannot record this now; retry"
 
 
 class ApiError(Exception):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import re
 import socket
 import ssl
 from collections import deque
@@ -50,27 +51,62 @@ class ProtocolError(Exception):
     """The peer sent something that is not an HTTP/1.1 answer, or closed mid-answer."""
 
 
+#: RFC 9110 token: what a header name may be.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Visible ASCII, space and tab: a header value never carries CR, LF or another control character.
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
+#: Headers this client writes itself (the body's type comes with the body): one of a caller's would
+#: break the framing.
+OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type"})
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why ``name: value`` cannot go into a request head as it is, or None: either is written
+    as it is, so a line break would add headers (or a request) of its own."""
+    if not TOKEN.match(name):
+        return f"not a valid header name: {name!r}"
+    if name.lower() in OWN_HEADERS:
+        return "the exchange sets this header itself"
+    if not HEADER_VALUE.match(value):
+        return "a header value may hold only visible ASCII, spaces and tabs (no CR, LF or other control characters)"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a request goes and the head bytes it always starts with."""
+    """Where a request goes and the head bytes it always starts with. ``resend``: whether
+    the request may go out again on a fresh connection when a reused one was found closed
+    (a ping may; a lead is never sent twice)."""
 
     origin: tuple[str, str, int]
     path: str
     head: bytes
+    resend: bool = True
+    method: str = "POST"
+    fields: bytes = b""  # the head after its request line
 
     @classmethod
-    def of(cls, url: str, headers: dict[str, str]) -> "Target":
+    def of(cls, url: str, headers: dict[str, str], method: str = "POST", resend: bool = True) -> "Target":
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rsplit("@", 1)[-1]
-        lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", "Connection: keep-alive",
-                 "Accept-Encoding: identity"]
+        lines = [f"Host: {host_header}", "Connection: keep-alive", "Accept-Encoding: identity"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
-        return cls((scheme, host, port), path, head)
+        fields = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        return cls((scheme, host, port), path, _request_line(method, path) + fields, resend, method, fields)
+
+    def with_query(self, query: str) -> "Target":
+        """This target with ``query`` (already encoded) added to its URL's query string."""
+        path = f"{self.path}{'&' if '?' in self.path else '?'}{query}"
+        return Target(self.origin, path, _request_line(self.method, path) + self.fields, self.resend, self.method,
+                      self.fields)
+
+
+def _request_line(method: str, path: str) -> bytes:
+    return f"{method} {path} HTTP/1.1\r\n".encode("latin-1")
 
 
 def _keep_alive_timeout(value: bytes) -> float | None:

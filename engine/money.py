@@ -21,6 +21,12 @@ def to_cents(amount: float) -> int:
     return int((Decimal(repr(amount)) * _HUNDRED).to_integral_value(ROUND_FLOOR))
 
 
+def text_to_cents(written: str) -> int:
+    """Cut a decimal amount written as text (digits, maybe a point and more digits) down to
+    whole cents: a buyer's ``"12.50"`` in its own answer format."""
+    return int((Decimal(written) * _HUNDRED).to_integral_value(ROUND_FLOOR))
+
+
 def share(ratio: float) -> Decimal:
     """The exact decimal a configured ratio (revenue share) was written as."""
     return Decimal(repr(ratio))

@@ -60,6 +60,11 @@ RULES: dict[str, str] = {
     "ip_address": "an IPv4 or IPv6 address",
     "dob": "a date written YYYY-MM-DD",
     "consent_cert_url": "an https URL of at most 2048 characters",
+    "lead_id": "a string of 1 to 64 characters",
+    "reason": "a string of 1 to 64 characters",
+    "note": "a string of at most 1000 characters",
+    "outcome": "one of contacted, converted, no_contact, bad_data",
+    "value": "a number from 0 up",
 }
 ATTRIBUTE_RULE = "a string, a number, true or false, or a list of them"
 WHOLE_NUMBER_RULE = f"a whole number from {-(2**63)} to {2**63 - 1}"
@@ -143,6 +148,140 @@ class PostResponse(Struct, kw_only=True, omit_defaults=True):
     lead_id: str | UnsetType = UNSET
 
 
+class LeadStatus(Struct, kw_only=True, omit_defaults=True):
+    """GET /v1/leads/{lead_id}: a sold lead as its seller sees it, never its personal data."""
+
+    lead_id: str
+    ping_id: str
+    status: Literal["sold", "returned"]
+    price: float
+    sold_at: str
+    returned_at: str | UnsetType = UNSET
+
+
+# The buyers' own API ------------------------------------------------------------------
+
+LeadId = Annotated[str, Meta(min_length=1, max_length=64)]
+Note = Annotated[str, Meta(max_length=1000)]
+Outcome = Literal["contacted", "converted", "no_contact", "bad_data"]
+ReturnStatus = Literal["approved", "pending", "denied"]
+
+
+class ReturnRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/buyer/returns: a lead the buyer bought, one of its return reasons."""
+
+    lead_id: LeadId
+    reason: Annotated[str, Meta(min_length=1, max_length=64)]
+    note: Note | UnsetType = UNSET
+
+
+class DecisionRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/returns/{return_id}/approve or /deny (the body is optional)."""
+
+    note: Note | UnsetType = UNSET
+
+
+class OutcomeRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/buyer/outcomes: what became of a lead the buyer bought; the latest counts."""
+
+    lead_id: LeadId
+    outcome: Outcome
+    value: Amount | UnsetType = UNSET
+
+
+class OutcomeAnswer(Struct, kw_only=True, omit_defaults=True):
+    lead_id: str
+    outcome: Outcome
+    value: float | UnsetType = UNSET
+
+
+class ReturnAnswer(Struct, kw_only=True, omit_defaults=True):
+    """A return: filed by its buyer, approved at once or pending, decided by an operator."""
+
+    return_id: str
+    lead_id: str
+    status: ReturnStatus
+    reason: str
+    buyer_id: str
+    seller_id: str
+    campaign_id: str
+    price: float
+    sold_at: str
+    requested_at: str
+    note: str | UnsetType = UNSET
+    decided_at: str | UnsetType = UNSET
+    decided_by: str | UnsetType = UNSET
+    decision_note: str | UnsetType = UNSET
+
+
+class ReturnList(Struct, kw_only=True):
+    """GET /v1/returns: oldest first; ``next_cursor`` null on the last page."""
+
+    returns: list[ReturnAnswer]
+    next_cursor: str | None
+
+
+class ConsumerRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/privacy/opt-outs and /v1/privacy/deletions: the consumer, by email or phone
+    or both (at least one), normalized as in a lead."""
+
+    email: Email | UnsetType = UNSET
+    phone: Phone | UnsetType = UNSET
+
+
+class OptOutAnswer(Struct, kw_only=True):
+    request_id: str
+
+
+class DeletionAnswer(Struct, kw_only=True):
+    request_id: str
+    leads_erased: Annotated[int, Meta(description="Leads whose personal data this request made unreadable")]
+
+
+PrivacyKind = Literal["opt_out", "deletion", "retention"]
+
+
+class PrivacyRequestAnswer(Struct, kw_only=True):
+    """One entry of the privacy request log: what was done and when, never whose."""
+
+    request_id: str
+    kind: Annotated[PrivacyKind, Meta(description=(
+        "opt_out and deletion: an operator's request; retention: the exchange's own erasure of leads "
+        "past [privacy] keep_lead_days"))]
+    received_at: str
+    completed_at: str | None
+    leads_erased: int
+
+
+class PrivacyRequestList(Struct, kw_only=True):
+    """GET /v1/privacy/requests: oldest first; ``next_cursor`` null on the last page."""
+
+    requests: list[PrivacyRequestAnswer]
+    next_cursor: str | None
+
+
+class Purchase(Struct, kw_only=True, omit_defaults=True):
+    """A lead the buyer bought, with the lead as it was posted to it (null once erased)."""
+
+    lead_id: str
+    campaign_id: str
+    ping_id: str
+    price: float
+    sold_at: str
+    status: Literal["sold", "returned"]
+    test: bool
+    lead: dict[str, Any] | None
+    erased: bool | UnsetType = UNSET
+    returned_at: str | UnsetType = UNSET
+
+
+class PurchaseList(Struct, kw_only=True):
+    """GET /v1/buyer/leads: newest first; ``next_cursor`` null on the last page."""
+
+    leads: list[Purchase]
+    next_cursor: str | None
+
+
 class FieldError(Struct):
     path: str
     message: str
@@ -158,6 +297,13 @@ class ErrorResponse(Struct):
     error: ErrorDetail
 
 
+class Try(Struct, kw_only=True):
+    """One try of a post offer: a post that could not be sent is tried again."""
+
+    outcome: str
+    ms: float
+
+
 class CampaignOutcome(Struct, kw_only=True, omit_defaults=True):
     """What happened to one campaign in one ping or post (the per-lead trace)."""
 
@@ -166,6 +312,9 @@ class CampaignOutcome(Struct, kw_only=True, omit_defaults=True):
     outcome: str
     bid: float | UnsetType = UNSET
     ms: float | UnsetType = UNSET
+    tries: Annotated[list[Try], Meta(description=(
+        "Every try of a post offer, when there was more than one: a post that failed before it "
+        "could reach the buyer (no connection, no address) is tried again"))] | UnsetType = UNSET
 
 
 class PostTrace(Struct, kw_only=True, omit_defaults=True):
@@ -174,6 +323,11 @@ class PostTrace(Struct, kw_only=True, omit_defaults=True):
     offers: list[CampaignOutcome]
     price: float | UnsetType = UNSET
     lead_id: str | UnsetType = UNSET
+
+
+#: How a ping's bids are ordered (``[exchange] ranking``): by the bid, or by its expected
+#: worth, the bid times the campaign's recent accept rate.
+Ranking = Literal["bid", "expected"]
 
 
 class PingTrace(Struct, kw_only=True, omit_defaults=True):
@@ -185,6 +339,9 @@ class PingTrace(Struct, kw_only=True, omit_defaults=True):
     created_at: str
     expires_at: str
     auction_ms: float
+    ranking: Annotated[Ranking, Meta(description=(
+        "How the bids were ordered: by bid, or by expected worth (bid times the campaign's recent "
+        "accept rate); either way the price is the top-ranked bidder's own bid times the seller's share"))]
     campaigns: list[CampaignOutcome]
     not_pinged: Annotated[dict[str, int], Meta(description=(
         "Campaigns not pinged, counted by reason; given instead of one entry each when there are "

@@ -20,7 +20,8 @@ import sys
 import uvloop
 from aiohttp import web
 
-from . import logs
+from . import ledger, logs
+from .privacy import keys
 from .config import Config, ConfigError, ExchangeSettings, load, report
 from .connections import Limits, listen, raise_fd_limit
 from .server import EXCHANGE, drain, make_app, reload
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (above 1 needs --redis)")
     parser.add_argument("--redis", default=None, help="Redis URL for shared state (default: in memory)")
+    parser.add_argument("--ledger", default=ledger.DEFAULT_URL,
+                        help=f"the books: sqlite:///PATH, postgresql://USER@HOST:PORT/DB, or none for no books "
+                             f"(default: {ledger.DEFAULT_URL})")
+    parser.add_argument("--ledger-journal", default=None,
+                        help="with a postgresql:// ledger: this host's journal file, the same for all its workers "
+                             "(default: pingpost-ledger-journal.db)")
     parser.add_argument("--tls-cert", default=None, help="certificate chain (PEM) to answer sellers over HTTPS")
     parser.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
     parser.add_argument("--ca-file", default=None, help="CA bundle to verify https:// buyers (default: system)")
@@ -66,14 +73,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.workers > 1:
             uvloop.run(check_store(args.redis))
+            uvloop.run(check_ledger(args, config))
             return uvloop.run(Supervisor(args).run())
         return uvloop.run(serve(config, args))
     except StoreUnavailable as exc:
         print(f"pingpost: cannot reach the store: {exc}", file=sys.stderr)
         return 1
+    except ledger.LedgerError as exc:
+        print(f"pingpost: cannot open the ledger: {exc}", file=sys.stderr)
+        return 1
     except IncompleteInstall as exc:
         print(f"pingpost: {exc}", file=sys.stderr)
         return 1
+    except keys.KeyProblem as exc:
+        print(f"pingpost: {exc}", file=sys.stderr)
+        return 2
 
 
 class IncompleteInstall(Exception):
@@ -98,6 +112,22 @@ async def check_store(redis_url: str) -> None:
     store = make_store(redis_url)
     await store.start([], ExchangeSettings())
     await store.close()
+
+
+async def open_books(args: argparse.Namespace, config: Config) -> ledger.Ledger:
+    """The books, with the operator's key: a ledger keeps leads' personal data, sealed under
+    it, so without one (or with another than the books were made with) nothing starts."""
+    key = keys.load(config.privacy.key_file)
+    if args.ledger != "none":
+        keys.required(key)
+    return await ledger.open(args.ledger, journal=args.ledger_journal, key=key)
+
+
+async def check_ledger(args: argparse.Namespace, config: Config) -> None:
+    """Open (and so create or migrate) the books once before starting workers: a bad URL or
+    key fails in one line, and the workers find the schema ready."""
+    books = await open_books(args, config)
+    await books.close()
 
 
 def tune_garbage_collector() -> None:
@@ -137,9 +167,11 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
             print(f"pingpost: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
             return 2
     store = make_store(args.redis)
+    books = await open_books(args, config)
     try:  # the only file the app reads is the --ca-file
-        app = make_app(config, store, ca_file=args.ca_file)
+        app = make_app(config, store, ca_file=args.ca_file, ledger=books)
     except (OSError, ssl.SSLError) as exc:
+        await books.close()
         print(f"pingpost: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
         return 2
     fd_before, fd_limit = raise_fd_limit()

@@ -18,18 +18,25 @@ from typing import Any, Awaitable, Callable, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from . import money, normalize
+from . import ids, money, normalize, outcomes, purchases, reports, returns
+from .access import Access, Principal, Role, api_key
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
 from .connections import BodyTimeout, parser_reason
 from .errors import ApiError, Code, refused
+from .ledger import Ledger, LedgerUnavailable, NullLedger
+from .ledger.returns import APPROVED
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import document
-from .schema import (ATTRIBUTE_RULE, NUMBER_RULE, RULES, WHOLE_NUMBER_RULE, DirectPostRequest, FieldError, Health,
-                     Lead, PingFields, PingRequest, PingResponse, PostRequest, PostResponse)
+from .privacy import keys
+from .privacy import requests as privacy
+from .schema import (ATTRIBUTE_RULE, NUMBER_RULE, RULES, WHOLE_NUMBER_RULE, ConsumerRequest, DecisionRequest,
+                     DirectPostRequest, FieldError, Health, Lead, OutcomeRequest, PingFields, PingRequest, PingResponse,
+                     PostRequest, PostResponse, ReturnRequest)
 from .store.base import Clock, Store, StoreUnavailable
-from .trace import PingRecord, PostRecord, rfc3339, to_trace
+from .trace import PingRecord, PostRecord, rfc3339
+from .ui import make_dashboard
 
 log = logging.getLogger("pingpost.server")
 
@@ -291,46 +298,69 @@ def _networks(cidrs: list[str]) -> list[Network]:
 
 
 class Gate:
-    """Who may call: keys to sellers, allowed addresses, trusted proxies, metrics readers;
-    built once per config, before it is swapped in (``reload``)."""
+    """Who may call: keys and users to principals (``access.Access``), sellers' allowed
+    addresses, trusted proxies, metrics readers; built once per config, before it is
+    swapped in (``reload``)."""
 
     def __init__(self, config: Config, sellers: dict[str, SellerView]) -> None:
-        self.keys: dict[str, tuple[SellerView, bool]] = {}
-        self.allowed: dict[str, list[Network]] = {}
-        for seller in config.sellers:
-            view = sellers[seller.id]
-            self.keys.update({k: (view, False) for k in seller.api_keys})
-            self.keys.update({k: (view, True) for k in seller.test_api_keys})
-            self.allowed[seller.id] = _networks(seller.allowed_ips)
+        self.access = Access(config)
+        self.sellers = sellers
+        self.allowed: dict[str, list[Network]] = {seller.id: _networks(seller.allowed_ips) for seller in config.sellers}
         self.proxies = _networks(config.exchange.trusted_proxies)
         self.metrics_readers = _networks(config.exchange.metrics_allowed_ips)
 
-    def seller(self, request: web.Request) -> tuple[SellerView, bool]:
-        key = request.headers.get("X-API-Key")
-        auth = request.headers.get("Authorization")
-        if auth is not None:
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() == "bearer":
-                key = token.strip()
-        found = self.keys.get(key) if key else None
-        if found is None:
+    def principal(self, request: web.Request) -> Principal:
+        """The request's principal from its API key (401 without one); a seller's key only
+        from inside the seller's ``allowed_ips`` (403)."""
+        principal = self.access.by_key(api_key(request.headers))
+        if principal is None:
             raise ApiError(Code.UNAUTHORIZED)
-        allowed = self.allowed[found[0].seller.id]
-        if allowed:
-            client = self.client_address(request)
-            if client is None or not any(client in net for net in allowed):
-                raise ApiError(Code.FORBIDDEN)
-        return found
+        if principal.role is Role.SELLER:
+            allowed = self.allowed[principal.id]
+            if allowed:
+                client = self.client_address(request)
+                if client is None or not any(client in net for net in allowed):
+                    raise ApiError(Code.FORBIDDEN)
+        return principal
+
+    def seller(self, request: web.Request) -> tuple[SellerView, bool]:
+        """The seller a ping, post or direct post is for, and whether it runs in test mode;
+        any other role is 403."""
+        principal = self.principal(request)
+        principal.require(Role.SELLER)
+        return self.sellers[principal.id], principal.test
 
     def metrics_reader(self, request: web.Request) -> None:
         """The metrics name every campaign with its bids and sales: only ``metrics_allowed_ips``
-        read them, the client found as for a seller's ``allowed_ips``."""
+        (the client found as for a seller's ``allowed_ips``) or an operator's key read them.
+        An unknown key is 401; no key, or another role's, from elsewhere is 403."""
         client = self.client_address(request)
-        if client is None or not any(client in net for net in self.metrics_readers):
-            raise ApiError(Code.FORBIDDEN, "this address may not read the metrics")
+        if client is not None and any(client in net for net in self.metrics_readers):
+            return
+        key = api_key(request.headers)
+        if key is not None:
+            principal = self.access.by_key(key)
+            if principal is None:
+                raise ApiError(Code.UNAUTHORIZED)
+            if principal.role is Role.OPERATOR:
+                return
+        raise ApiError(Code.FORBIDDEN, "this address may not read the metrics (an operator's key may)")
 
     def _trusted(self, address: Address) -> bool:
         return any(address in net for net in self.proxies)
+
+    def over_https(self, request: web.Request) -> bool:
+        """Whether the client reached us over HTTPS: served by this process's TLS, or by a
+        trusted proxy in front of it that says so in ``X-Forwarded-Proto``."""
+        if request.secure:
+            return True
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        try:
+            address = ipaddress.ip_address(peer[0]) if peer else None
+        except ValueError:
+            return False
+        return (address is not None and self._trusted(address)
+                and request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https")
 
     def client_address(self, request: web.Request) -> Address | None:
         """The peer, or behind trusted proxies the right-most forwarded address not itself a proxy."""
@@ -375,6 +405,11 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
         return response
     except StoreUnavailable:
         return error_response(ApiError(Code.STORE_UNAVAILABLE))
+    except LedgerUnavailable as exc:
+        log.warning("ledger unavailable", extra={"event": {"event": "ledger_unavailable", "path": request.path,
+                                                           "error": str(exc)}})
+        request.app[EXCHANGE].metrics.rejected_requests.labels(Code.LEDGER_UNAVAILABLE).inc()
+        return error_response(ApiError(Code.LEDGER_UNAVAILABLE))
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode: bad chunks, gzip that is not
         return error_response(ApiError(Code.MALFORMED_REQUEST, f"the body cannot be read: {parser_reason(exc)}"))
     except BodyTimeout:
@@ -405,6 +440,10 @@ class Routes:
         self.ping_decoder = msgspec.json.Decoder(PingRequest)
         self.post_decoder = msgspec.json.Decoder(PostRequest)
         self.direct_decoder = msgspec.json.Decoder(DirectPostRequest)
+        self.return_decoder = msgspec.json.Decoder(ReturnRequest)
+        self.outcome_decoder = msgspec.json.Decoder(OutcomeRequest)
+        self.decision_decoder = msgspec.json.Decoder(DecisionRequest)
+        self.consumer_decoder = msgspec.json.Decoder(ConsumerRequest)
 
     def adopt(self, gate: Gate) -> None:
         """Take the access rules of the exchange's current config, built beforehand."""
@@ -469,11 +508,89 @@ class Routes:
         return await self._admitted(request, work)
 
     async def trace(self, request: web.Request) -> web.Response:
-        seller, _ = self.gate.seller(request)
-        record = await self.exchange.store.get_ping(request.match_info["ping_id"])
-        if record is None or record.seller_id != seller.seller.id:
-            raise ApiError(Code.NOT_FOUND)
-        return json_response(to_trace(record))
+        principal = self.gate.principal(request)
+        return json_response(principal.trace(await self.exchange.find_ping(request.match_info["ping_id"])))
+
+    async def lead(self, request: web.Request) -> web.Response:
+        """A sold lead as its seller may see it: ids, status (returned once a return of it
+        was approved), the seller's price, when; no personal data and nothing of the buyer."""
+        principal = self.gate.principal(request)
+        lead_id, books = request.match_info["lead_id"], self.exchange.ledger
+        sale = await books.get_sale(lead_id)
+        filed = await books.get_return(lead_id=lead_id) if sale is not None else None
+        return json_response(principal.lead(sale, filed.decided_at if filed is not None and filed.status == APPROVED
+                                            else None))
+
+    # The buyers' own API, and the operators' returns queue ---------------------------------
+
+    async def _decoded(self, request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
+        return decode(decoder, await self._body(request), ping_fields=False, verticals={})
+
+    async def buyer_leads(self, request: web.Request) -> web.Response:
+        principal = self.gate.principal(request)
+        query = purchases.parse(request.query.items(), principal, self.exchange.config.exchange.timezone)
+        return json_response(await purchases.page(self.exchange.ledger, query))
+
+    async def buyer_return(self, request: web.Request) -> web.Response:
+        principal = self.gate.principal(request)
+        principal.require(Role.BUYER)
+        filed = await returns.file(self.exchange, principal, await self._decoded(request, self.return_decoder))
+        return json_response(returns.view(filed))
+
+    async def buyer_outcome(self, request: web.Request) -> web.Response:
+        principal = self.gate.principal(request)
+        principal.require(Role.BUYER)
+        told = await outcomes.tell(self.exchange, principal, await self._decoded(request, self.outcome_decoder))
+        return json_response(told)
+
+    async def returns_list(self, request: web.Request) -> web.Response:
+        query = returns.parse(request.query.items(), self.gate.principal(request))
+        return json_response(await returns.page(self.exchange, query))
+
+    async def approve(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approve=True)
+
+    async def deny(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approve=False)
+
+    async def _decide(self, request: web.Request, approve: bool) -> web.Response:
+        """The body, ``{"note"?}``, may be left out."""
+        principal = self.gate.principal(request)
+        principal.require(Role.OPERATOR)
+        body = await self._decoded(request, self.decision_decoder) if request.body_exists else DecisionRequest()
+        note = body.note if isinstance(body.note, str) else None
+        decided = await returns.decide(self.exchange, principal, request.match_info["return_id"], approve, note)
+        return json_response(returns.view(decided))
+
+    # The operators' privacy requests -------------------------------------------------------
+
+    async def opt_out(self, request: web.Request) -> web.Response:
+        principal = self.gate.principal(request)
+        principal.require(Role.OPERATOR)
+        body = await self._decoded(request, self.consumer_decoder)
+        return json_response(await privacy.opt_out(self.exchange, principal, body))
+
+    async def deletion(self, request: web.Request) -> web.Response:
+        principal = self.gate.principal(request)
+        principal.require(Role.OPERATOR)
+        body = await self._decoded(request, self.consumer_decoder)
+        return json_response(await privacy.delete(self.exchange, principal, body))
+
+    async def privacy_requests(self, request: web.Request) -> web.Response:
+        query = privacy.parse(request.query.items(), self.gate.principal(request),
+                              self.exchange.config.exchange.timezone)
+        return json_response(await privacy.page(self.exchange.ledger, query))
+
+    async def reports(self, request: web.Request) -> web.Response:
+        """The caller's numbers, from the rollups (docs/reports.md); JSON, or CSV when asked."""
+        principal = self.gate.principal(request)
+        query = reports.parse(request.query.items(), principal, self.exchange.config.exchange.timezone,
+                              self.exchange.clock(), request.headers.get("Accept", ""))
+        report = await reports.build(self.exchange.ledger, principal, query)
+        if query.csv:
+            return web.Response(body=reports.to_csv(report), content_type="text/csv", charset="utf-8", headers={
+                "Content-Disposition": f'attachment; filename="{reports.csv_name(report)}"'})
+        return web.Response(body=reports.to_json(report), content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         if self.draining:
@@ -491,34 +608,91 @@ class Routes:
 ROUTES = web.AppKey("routes", Routes)
 
 
+async def to_dashboard(request: web.Request) -> web.Response:
+    return web.Response(status=308, headers={"Location": "/ui/"})
+
+
 def _opt(value: int | msgspec.UnsetType) -> int | None:
     return None if value is msgspec.UNSET else value
 
 
-def make_app(config: Config, store: Store, ca_file: str | None = None, clock: Clock = time.time) -> web.Application:
-    """The exchange as an aiohttp app; the store and buyer client start and stop with it.
-    ``clock`` is the auction's time of day; a test passes the one its store runs on."""
+def make_app(config: Config, store: Store, ca_file: str | None = None, clock: Clock = time.time,
+             ledger: Ledger | None = None) -> web.Application:
+    """The exchange as an aiohttp app; the store, the buyer client and the books (an open
+    ledger, which the app closes; none by default) start and stop with it. ``clock`` is
+    the auction's time of day; a test passes the one its store runs on."""
     app = web.Application(middlewares=[error_shape], client_max_size=MAX_BODY, handler_args={"max_field_size": 8190})
-    exchange = Exchange(config, store, BuyerClient(ca_file), Metrics(), clock)
+    books = ledger if ledger is not None else NullLedger()
+    if books.keeps_leads and books.vault is None:
+        keys.required(None)
+    exchange = Exchange(config, store, BuyerClient(ca_file), Metrics(), clock, books)
+    exchange.metrics.watch_backlog(books.backlog)
+    exchange.metrics.watch_opt_outs(exchange.suppression.__len__)
     app[EXCHANGE] = exchange
     routes = app[ROUTES] = Routes(exchange)
     app.router.add_post("/v1/ping", routes.ping)
     app.router.add_post("/v1/post", routes.post)
     app.router.add_post("/v1/leads", routes.direct)
     app.router.add_get("/v1/pings/{ping_id}", routes.trace)
+    app.router.add_get("/v1/leads/{lead_id}", routes.lead)
+    app.router.add_get("/v1/reports", routes.reports)
+    app.router.add_get("/v1/buyer/leads", routes.buyer_leads)
+    app.router.add_post("/v1/buyer/returns", routes.buyer_return)
+    app.router.add_post("/v1/buyer/outcomes", routes.buyer_outcome)
+    app.router.add_get("/v1/returns", routes.returns_list)
+    app.router.add_post("/v1/returns/{return_id}/approve", routes.approve)
+    app.router.add_post("/v1/returns/{return_id}/deny", routes.deny)
+    app.router.add_post("/v1/privacy/opt-outs", routes.opt_out)
+    app.router.add_post("/v1/privacy/deletions", routes.deletion)
+    app.router.add_get("/v1/privacy/requests", routes.privacy_requests)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/openapi.json", routes.openapi_json)
+    app.router.add_get("/ui", to_dashboard)
+    app.add_subapp("/ui/", make_dashboard(exchange, lambda: routes.gate))
 
     async def lifecycle(app: web.Application) -> Any:
-        await store.start(config.campaigns, config.exchange)
+        # A store that lost its cap counts (a Redis back empty) recounts today's sales from the books.
+        await store.start(config.campaigns, config.exchange, recount=books.sold_counts)
+        await exchange.suppression.start(books)
+        background = [asyncio.create_task(keep_books(exchange)), asyncio.create_task(exchange.suppression.follow(books))]
         yield
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await exchange.client.close()
         await exchange.journal.close()
         await store.close()
+        await books.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+#: Pause between retention passes; the first runs at start.
+RETENTION_EVERY_S = 3600.0
+
+
+async def keep_books(exchange: Exchange) -> None:
+    """Retention: traffic that did not sell leaves the books after ``[ledger] keep_days``
+    (sales and money records never do), and a lead's personal data is erased
+    ``[privacy] keep_lead_days`` after its post. Every worker runs it; a pass another
+    worker already made finds nothing to do."""
+    while True:
+        now, books = exchange.clock(), exchange.ledger
+        try:
+            # Personal data first: a pass cut short by the books still erased what it could.
+            erased = await books.erase_leads_before(ids.token(),
+                                                    now - exchange.config.privacy.keep_lead_days * 86_400,
+                                                    now) if books.keeps_leads else 0
+            dropped = await books.drop_traffic_before(now - exchange.config.ledger.keep_days * 86_400)
+        except LedgerUnavailable as exc:
+            log.warning("retention postponed", extra={"event": {"event": "retention", "error": str(exc)}})
+        else:
+            if dropped or erased:
+                log.info("retention", extra={"event": {"event": "retention", "dropped": dropped,
+                                                       "leads_erased": erased}})
+        await asyncio.sleep(RETENTION_EVERY_S)
 
 
 def drain(app: web.Application) -> None:

@@ -243,9 +243,13 @@ def tiebreak_keys(seed: int, n: int) -> list[int]:
     return keys
 
 
-def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[list[Bid], list[Bid]]:
-    """Order bids for the cascade: higher bid, then higher priority, then a seeded random
-    order. Returns (ranked, dropped below ``min_bid_cents``). Zero bids never rank."""
+def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int,
+                   accept_ppm: Sequence[int] | None = None) -> tuple[list[Bid], list[Bid]]:
+    """Order bids for the cascade: higher worth, then higher priority, then a seeded random
+    order. A bid's worth is its cents, or, given ``accept_ppm`` (each campaign's accept rate
+    in parts per million, by campaign number), cents x rate: what the bid is expected to
+    bring, in integers so that both twins agree exactly. Returns (ranked, dropped below
+    ``min_bid_cents``). Zero bids never rank; the rate never drops a bid, only orders it."""
     keys = tiebreak_keys(seed, len(bids))
     kept: list[tuple[int, int, int, Bid]] = []
     dropped: list[Bid] = []
@@ -253,7 +257,8 @@ def reference_rank(bids: Sequence[Bid], min_bid_cents: int, seed: int) -> tuple[
         if bid.cents <= 0 or bid.cents < min_bid_cents:
             dropped.append(bid)
         else:
-            kept.append((-bid.cents, -bid.priority, key, bid))
+            worth = bid.cents if accept_ppm is None else bid.cents * accept_ppm[bid.campaign]
+            kept.append((-worth, -bid.priority, key, bid))
     kept.sort(key=lambda t: t[:3])
     return [t[3] for t in kept], dropped
 

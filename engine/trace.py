@@ -13,7 +13,27 @@ import msgspec
 from msgspec import Struct
 
 from . import money
-from .schema import CampaignOutcome, PingFields, PingTrace, PostTrace
+from .schema import CampaignOutcome, PingFields, PingTrace, PostTrace, Ranking
+
+
+#: A campaign's ping outcomes that mean it was sent the ping (a fixed-price campaign bids
+#: without a call and counts as sent), besides every ``SENT_PREFIX`` one: the buyer's own records.
+SENT_OUTCOMES = ("bid", "no_bid", "timeout", "below_min_bid")
+SENT_PREFIX = "error:"
+#: Bids the auction saw from a campaign, whether or not they cleared the seller's minimum.
+BID_OUTCOMES = ("bid", "below_min_bid")
+#: A post offer's outcomes when the lead was sent to the buyer (what ``attempts`` counts):
+#: ``ACCEPTED`` or a ``REJECTED_PREFIX`` one; ``duplicate``, ``capped`` and ``skipped:*`` were not.
+ACCEPTED = "accepted"
+REJECTED_PREFIX = "rejected:"
+
+
+def was_sent(outcome: str) -> bool:
+    return outcome in SENT_OUTCOMES or outcome.startswith(SENT_PREFIX)
+
+
+def was_offered(outcome: str) -> bool:
+    return outcome == ACCEPTED or outcome.startswith(REJECTED_PREFIX)
 
 
 class RankedBid(Struct, array_like=True):
@@ -44,6 +64,9 @@ class PingRecord(Struct, kw_only=True):
     not_pinged: dict[str, int] | None = None
     price_cents: int | None = None
     post: PostRecord | None = None
+    #: The rule that ordered ``bids`` (``[exchange] ranking``); records made before there
+    #: was a choice were ranked by bid.
+    ranking: Ranking = "bid"
 
     @property
     def status(self) -> str:
@@ -79,6 +102,7 @@ def to_trace(record: PingRecord) -> PingTrace:
         created_at=rfc3339(record.created_at),
         expires_at=rfc3339(record.expires_at),
         auction_ms=record.auction_ms,
+        ranking=record.ranking,
         campaigns=record.outcomes,
     )
     if record.not_pinged is not None:

@@ -33,8 +33,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 def worker_command(args: argparse.Namespace, port: int) -> list[str]:
     command = [sys.executable, "-m", "pingpost.cli", "serve", "--config", args.config, "--host", args.host,
-               "--port", str(port), "--redis", args.redis, "--log-level", args.log_level, "--reuse-port"]
-    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--ca-file", args.ca_file)):
+               "--port", str(port), "--redis", args.redis, "--ledger", args.ledger, "--log-level", args.log_level,
+               "--reuse-port"]
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--ca-file", args.ca_file),
+                        ("--ledger-journal", args.ledger_journal)):
         if value:
             command += [flag, value]
     return command

@@ -29,6 +29,7 @@ from pingpost import targeting_terms
 cdef extern from *:
     int lowest_bit "__builtin_ctz"(unsigned int x) nogil
     int bit_length64 "64 - __builtin_clzll"(unsigned long long x) nogil  # x > 0
+    bint mul_overflows "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t* product) nogil
 
 
 cdef extern from "Python.h":
@@ -761,7 +762,7 @@ cdef class Core:
 
 
 ctypedef struct Entry:
-    int64_t cents, priority
+    int64_t worth, priority  # worth: the cents, or cents x accept rate (ppm)
     uint64_t key            # the seeded tie-break, as targeting.tiebreak_keys
     Py_ssize_t at
 
@@ -769,8 +770,8 @@ ctypedef struct Entry:
 cdef int by_rank(const void* a, const void* b) noexcept nogil:
     cdef const Entry* x = <const Entry*>a
     cdef const Entry* y = <const Entry*>b
-    if x.cents != y.cents:
-        return -1 if x.cents > y.cents else 1
+    if x.worth != y.worth:
+        return -1 if x.worth > y.worth else 1
     if x.priority != y.priority:
         return -1 if x.priority > y.priority else 1
     if x.key != y.key:
@@ -780,19 +781,22 @@ cdef int by_rank(const void* a, const void* b) noexcept nogil:
 
 cdef class Ranker:
     """``targeting.reference_rank`` over C integers, made with the reference ranker it hands
-    the bids to whose numbers do not fit 64 bits (or are not ints)."""
+    the bids to whose numbers do not fit 64 bits (or are not ints), a product of cents and
+    accept rate included."""
 
     cdef object reference
 
     def __init__(self, reference):
         self.reference = reference
 
-    def rank(self, bids, min_bid_cents, seed):
-        """``reference_rank(bids, min_bid_cents, seed)``, the same answer."""
+    def rank(self, bids, min_bid_cents, seed, accept_ppm=None):
+        """``reference_rank(bids, min_bid_cents, seed, accept_ppm)``, the same answer."""
         bids = bids if type(bids) is list else list(bids)
-        cdef Py_ssize_t n = len(bids), i, kept = 0
+        cdef Py_ssize_t n = len(bids), i, kept = 0, number
         cdef uint64_t state = seed & 0xFFFFFFFFFFFFFFFF, z
-        cdef int64_t floor
+        cdef int64_t floor, cents, rate
+        cdef bint expected = accept_ppm is not None
+        cdef Py_ssize_t n_rates = len(accept_ppm) if type(accept_ppm) is list else -1
         cdef Entry* entries = <Entry*>PyMem_Malloc((n + 1) * sizeof(Entry))
         if entries == NULL:
             raise MemoryError
@@ -804,18 +808,29 @@ cdef class Ranker:
                 state += 0x9E3779B97F4A7C15ULL
                 z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ULL
                 z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-                entries[kept].cents, entries[kept].priority = bid.cents, bid.priority
-                if entries[kept].cents <= 0 or entries[kept].cents < floor:
+                cents, entries[kept].priority = bid.cents, bid.priority
+                if cents <= 0 or cents < floor:
                     dropped.append(bid)
+                    continue
+                if expected:
+                    campaign = bid.campaign
+                    number = campaign if type(campaign) is int else -1
+                    if 0 <= number < n_rates:
+                        rate = <object>list_get(accept_ppm, number)
+                    else:  # Python's indexing: what the reference does (an IndexError, a negative number)
+                        rate = accept_ppm[campaign]
+                    if mul_overflows(cents, rate, &entries[kept].worth):
+                        raise OverflowError
                 else:
-                    entries[kept].key, entries[kept].at = z ^ (z >> 31), i
-                    kept += 1
+                    entries[kept].worth = cents
+                entries[kept].key, entries[kept].at = z ^ (z >> 31), i
+                kept += 1
             qsort(entries, kept, sizeof(Entry), by_rank)
             ranked = PyList_New(kept)
             for i in range(kept):
                 put(ranked, i, list_get(bids, entries[i].at))
             return ranked, dropped
         except (OverflowError, TypeError):
-            return self.reference(bids, min_bid_cents, seed)
+            return self.reference(bids, min_bid_cents, seed, accept_ppm)
         finally:
             PyMem_Free(entries)

@@ -1,8 +1,8 @@
 """Run ``pingpost serve`` as a real subprocess and talk to it.
 
 ``Served.start(config, *flags)`` writes the config to a file, starts
-``python -m pingpost.cli serve --config FILE --port P`` and waits for its
-``listening on ...`` line; stderr is collected line by line as it comes
+``python -m pingpost.cli serve --config FILE --port P`` in that directory (where its books
+are kept unless a flag says otherwise) and waits for its ``listening on ...`` line; stderr is collected line by line as it comes
 (``served.stderr``), so a test can read the structured logs while it runs.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,9 @@ from pingpost.launch import Child, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+#: Where commands run: a serve given no --ledger keeps its books (pingpost-ledger.db) in its
+#: working directory, never in the source tree.
+SCRATCH = Path(tempfile.mkdtemp(prefix="pingpost-tests-"))
 
 
 def write_config(directory: Path, config: dict[str, Any], name: str = "exchange.json") -> Path:
@@ -27,10 +31,12 @@ def write_config(directory: Path, config: dict[str, Any], name: str = "exchange.
     return path
 
 
-async def run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    """Run ``python -m pingpost.cli ARGS`` to its end; (exit code, stdout, stderr)."""
+async def run_cli(*args: str, timeout: float = 30, cwd: Path = SCRATCH,
+                  env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``python -m pingpost.cli ARGS`` to its end (in ``env``, or this process's
+    environment); (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
-        PYTHON, "-m", "pingpost.cli", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        PYTHON, "-m", "pingpost.cli", *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
@@ -54,7 +60,7 @@ class Served:
         port = free_port()
         child = await Child.started(
             [PYTHON, "-m", "pingpost.cli", "serve", "--config", str(path), "--port", str(port), *flags],
-            timeout=ready_timeout, name="serve", cwd=ROOT, preexec_fn=preexec_fn)
+            timeout=ready_timeout, name="serve", cwd=directory, preexec_fn=preexec_fn)
         return cls(child, port)
 
     @property

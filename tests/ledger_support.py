@@ -9,14 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
+from typing import Any
+
+import asyncpg
 
 from pingpost import ledger
+from pingpost.ledger.base import sqlite_path
 from pingpost.schema import CampaignOutcome, Lead, PingFields
 from pingpost.trace import PingRecord, PostRecord, RankedBid
+from tests.support.keys import TEST_KEY
+
+#: Takes books back from schema version 6 (privacy) to 5, for the tests of books made before.
+UNDO_PRIVACY = ["DROP INDEX lead_data_email", "DROP INDEX lead_data_phone", "DROP INDEX lead_data_kept",
+                *(f"ALTER TABLE lead_data DROP COLUMN {column}" for column in ("email_hash", "phone_hash", "erased_at")),
+                "DROP TABLE privacy_keys", "DROP TABLE suppressions", "DROP TABLE privacy_requests"]
 
 LEAD = Lead(first_name="Ana", last_name="Lima", email="ana@example.com", phone="+15555550100", zip="90210",
             address="1 Main St", attributes={"age": 40})
+
+
+async def read_rows(books: ledger.Ledger, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows read straight from the books' database (SQLite's ``?`` marks, PostgreSQL's ``$n``)."""
+    path = sqlite_path(books.url)
+    if path is not None:
+        with sqlite3.connect(path) as conn:
+            return [tuple(row) for row in conn.execute(statement, params)]
+    conn = await asyncpg.connect(books._dsn)  # type: ignore[attr-defined]
+    try:
+        return [tuple(row) for row in await conn.fetch(statement, *params)]
+    finally:
+        await conn.close()
 
 
 def ping(ping_id: str, *, created_at: float = 1_700_000_000.125, test: bool = False, seller_id: str = "acme",
@@ -58,7 +82,7 @@ def unsold(record: PingRecord) -> PostRecord:
 
 
 async def write(url: str, journal: str, prefix: str, count: int, concurrency: int) -> None:
-    books = await ledger.open(url, journal=journal)
+    books = await ledger.open(url, journal=journal, key=TEST_KEY)
     numbers = iter(range(count))
 
     async def writer() -> None:

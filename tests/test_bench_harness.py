@@ -60,3 +60,19 @@ def test_bench_refuses_bad_options() -> None:
     assert done.returncode == 2 and "--store redis" in done.stderr
     done = bench("--cpus", "zero")
     assert done.returncode == 2
+
+
+def test_bench_baseline_prints_both_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "ratios.json"
+    done = bench("--baseline", "--floor", "--repeat", "1", "--duration", "0.5", "--warmup", "0", "--concurrency", "8",
+                 "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())["baseline"]
+    assert set(figures["ratios"]) == {"5-http", "10k-campaigns"}
+    for scenario in figures["ratios"].values():
+        for exchange in ("pingpost", "plain", "floor"):
+            assert scenario[f"{exchange}_pings_per_s"]["median"] > 0, exchange
+        assert scenario["ratio"]["median"] > 0 and scenario["floor_ratio"]["median"] > 0
+        assert scenario["errors"] == {"pingpost": 0, "plain": 0, "floor": 0}
+    assert figures["open_loop"]["rate"] > 0 and figures["open_loop"]["overhead_p99_ms"]["median"] is not None
+    assert "floor ratio" in done.stdout and "p99 overhead" in done.stdout

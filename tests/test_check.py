@@ -3,7 +3,7 @@ nothing started."""
 
 from __future__ import annotations
 
-from tests.helpers_process import run_cli, write_config
+from tests.helpers_process import ROOT, run_cli, write_config
 from tests.support.exchange import base_config
 
 
@@ -19,7 +19,7 @@ async def test_a_good_file_is_one_ok_line_and_exit_0(buyers, tmp_path):
 
 
 async def test_the_example_config_passes(tmp_path):
-    code, out, _ = await run_cli("check", "--config", "examples/exchange.toml")
+    code, out, _ = await run_cli("check", "--config", "examples/exchange.toml", cwd=ROOT)
     assert code == 0 and out.startswith("OK: examples/exchange.toml: ")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_process import SCRATCH
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "exchange.toml"
 
 
@@ -30,7 +32,7 @@ def busy_port() -> Iterator[int]:
 @pytest.mark.parametrize("command", [["serve", "--config", str(EXAMPLE)], ["buyers"]], ids=["serve", "buyers"])
 def test_a_busy_port_is_one_clean_line_and_a_non_zero_exit(busy_port: int, command: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "pingpost.cli", *command, "--port", str(busy_port)],
-                          capture_output=True, text=True, timeout=60)
+                          cwd=SCRATCH, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.splitlines()

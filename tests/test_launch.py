@@ -20,7 +20,9 @@ def python(code: str) -> list[str]:
 
 LISTENS = ("import sys, time\n"
            "print('starting', flush=True)\n"
-           "print('warming up', file=sys.stderr, flush=True)\n"
+           # One write per line, as pingpost's own processes log: print() to stderr writes the
+           # text and its newline apart, and the stdout line copied to the same log can land between.
+           "sys.stderr.write('warming up\\n'); sys.stderr.flush()\n"
            "print('buyers listening on http://127.0.0.1:4711', flush=True)\n"
            "time.sleep(60)\n")
 

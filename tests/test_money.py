@@ -126,6 +126,12 @@ def test_to_cents_never_rounds_up(amount):
     assert Decimal(cents) <= Decimal(repr(amount)) * 100 < Decimal(cents + 1)
 
 
+@pytest.mark.parametrize("amount, cents", [(0.29, 29), (12.345, 1234), (0.0, 0), (-0.0, 0), (1e-05, 0), (7, 700),
+                                           (1.5e16, 1_500_000_000_000_000_000), (99.999, 9999), (0.1, 10)])
+def test_to_cents_of_written_numbers(amount, cents):
+    assert money.to_cents(amount) == cents
+
+
 @pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), -float("inf")])
 def test_to_cents_refuses_what_is_not_an_amount(bad):
     with pytest.raises(ValueError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
+import tempfile
 import threading
 from typing import Any, Iterator
 
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
                                  status_code_conformance)
 
+from pingpost import ledger
 from pingpost.config import from_dict
 from pingpost.errors import Code
 from pingpost.openapi import document
@@ -29,8 +32,11 @@ from pingpost.schema import DirectPostRequest, PingRequest, PingResponse, PostRe
 from pingpost.store.memory import MemoryStore
 from tests.support.buyers import BuyerServer, accept, bid
 from tests.support.exchange import LEAD, PING, SELLER_KEY, RunningExchange, base_config
+from tests.support.keys import TEST_KEY
 
 AUTH = {"Authorization": f"Bearer {SELLER_KEY}"}
+BUYER_AUTH = {"Authorization": "Bearer fuzz-buyer-key"}
+OPERATOR_AUTH = {"Authorization": "Bearer fuzz-operator-key"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 schema = schemathesis.openapi.from_dict(
@@ -45,6 +51,7 @@ class LiveExchange:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.buyers = BuyerServer()
         self.exchange: RunningExchange | None = None
+        self.folder = tempfile.mkdtemp(prefix="pp-openapi-")
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
@@ -57,7 +64,11 @@ class LiveExchange:
         config = base_config(self.buyers, {"id": "c1"}, {"id": "c2", "buyer": "b2", "vertical": "home"},
                              {"id": "fixed", "buyer": "b3", "ping_url": None, "fixed_price": 0.5},
                              auction_timeout_ms=300, post_timeout_ms=1000)
-        self.exchange = RunningExchange(from_dict(copy.deepcopy(config)), MemoryStore(), None)
+        config["buyers"][0]["api_keys"] = [BUYER_AUTH["Authorization"].split()[1]]
+        config["operators"] = [{"id": "ops", "api_keys": [OPERATOR_AUTH["Authorization"].split()[1]]}]
+        # Real books, so that every operation (the privacy requests too) answers from them.
+        books = self.run(ledger.open(f"sqlite:///{self.folder}/books.db", key=TEST_KEY))
+        self.exchange = RunningExchange(from_dict(copy.deepcopy(config)), MemoryStore(), None, ledger=books)
         self.run(self.exchange.start())
         return self.exchange.url
 
@@ -67,6 +78,7 @@ class LiveExchange:
         self.run(self.buyers.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +167,10 @@ def test_documented_answers_match_real_ones(live):
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_fuzz(case, live):
     case.call_and_validate(base_url=live, headers=AUTH, checks=CHECKS, timeout=5)
+
+
+@schema.include(path_regex="^/v1/(buyer|returns|privacy)").parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_fuzz_the_buyers_and_operators_endpoints_with_their_keys(case, live):
+    headers = OPERATOR_AUTH if case.path.startswith(("/v1/returns/", "/v1/privacy/")) else BUYER_AUTH
+    case.call_and_validate(base_url=live, headers=headers, checks=CHECKS, timeout=5)

@@ -32,6 +32,8 @@ from tests.redis_support import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE_LUA = sorted(p.name for p in (ROOT / "engine" / "store" / "lua").glob("*.lua"))
+TREE_UI = sorted(p.relative_to(ROOT / "engine" / "ui").as_posix() for p in (ROOT / "engine" / "ui").glob("*/*")
+                 if p.parent.name in ("templates", "static"))
 TREE_TESTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py"))
 
 #: The quick test modules run from the unpacked sdist against the installed wheel: the
@@ -126,9 +128,11 @@ def start(processes: list[Child], command: list[str | Path], cwd: Path, pattern:
     return process, found.group(1)
 
 
-def call(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {SELLER_KEY}", "Content-Type": "application/json"})
+def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` as a seller, or GET without one."""
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     method="GET" if body is None else "POST", headers={
+                                         "Authorization": f"Bearer {SELLER_KEY}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, json.loads(response.read())
 
@@ -150,6 +154,8 @@ def test_the_sdist_carries_the_cython_source_the_data_files_and_the_tests(instal
             "MANIFEST.in", "README.md", "LICENSE"} <= names
     assert {f"engine/store/lua/{name}" for name in TREE_LUA} <= names
     assert "open_post.lua" in TREE_LUA
+    assert {f"engine/ui/{name}" for name in TREE_UI} <= names
+    assert {"templates/base.html", "static/dashboard.css", "static/dashboard.js"} <= set(TREE_UI)
     # Every test module and helper (redis_support, helpers_*, conftest, support/), so the sdist's tests run.
     assert set(TREE_TESTS) <= names
     assert {"tests/redis_support.py", "tests/conftest.py", "tests/helpers_process.py", "tests/support/__init__.py",
@@ -160,6 +166,8 @@ def test_the_wheel_installs_pingpost_with_its_data_and_no_engine_package(install
     package = installed.site_packages / "pingpost"
     assert sorted(p.name for p in (package / "store" / "lua").glob("*.lua")) == TREE_LUA
     assert (package / "py.typed").is_file() and (package / "_targeting.pyi").is_file()
+    assert sorted(p.relative_to(package / "ui").as_posix() for p in (package / "ui").glob("*/*")
+                  if p.parent.name in ("templates", "static")) == TREE_UI
     assert not (installed.site_packages / "engine").exists()
     (dist_info,) = installed.site_packages.glob("pingpost-*.dist-info")
     assert (dist_info / "top_level.txt").read_text().split() == ["pingpost"]
@@ -209,6 +217,18 @@ def test_the_installed_serve_on_redis_sells_a_lead(installed: Installed, redis_s
     assert set(sold) == {"ping_id", "status", "price", "lead_id", "attempts"}, sold
     assert (sold["ping_id"], sold["status"], sold["price"], sold["attempts"]) == (
         answer["ping_id"], "sold", answer["price"], 1)
+    status, booked = call(url + f"/v1/leads/{sold['lead_id']}")  # in the books, in the working directory
+    assert status == 200 and (booked["ping_id"], booked["status"], booked["price"]) == (
+        answer["ping_id"], "sold", answer["price"]), booked
+    assert (installed.outside / "pingpost-ledger.db").is_file()
+
+    with urllib.request.urlopen(url + "/ui/login", timeout=30) as response:  # the dashboard, from the wheel's files
+        page = response.read().decode()
+    assert response.status == 200 and "<form" in page
+    stylesheet = re.search(r'href="(/ui/static/dashboard\.css\?v=\w+)"', page)
+    assert stylesheet, page
+    with urllib.request.urlopen(url + stylesheet.group(1), timeout=30) as response:
+        assert response.status == 200 and b"--accent" in response.read()
 
     code = serve.stop(30)
     stderr = "\n".join(serve.stderr)

@@ -29,7 +29,8 @@ from tests.support.exchange import PING, SELLER_KEY, base_config
 
 async def _start(config_path: Path) -> tuple[Child, str]:
     process = await Child.started([sys.executable, "-m", "pingpost.cli", "serve", "--config", str(config_path),
-                                   "--port", "0"], timeout=20, name="serve")
+                                   "--port", "0"], timeout=20, name="serve",
+                                  cwd=config_path.parent)
     line = process.stdout[0]
     assert line.startswith("listening on "), line
     return process, line.split()[-1]

@@ -303,3 +303,43 @@ def test_buyers_command_refuses_a_bad_profile(tmp_path: Any) -> None:
     done = subprocess.run([sys.executable, "-m", "pingpost.cli", "buyers", "--profile", str(profile)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "default.reject_rate" in done.stderr
+
+
+XML_ANSWERS = {"content_type": "text/xml",
+               "bid": "<response><status>Matched</status><lead_id>{id}</lead_id><price>{price}</price></response>",
+               "no_bid": "<response><status>Unmatched</status><error>No buyer</error></response>",
+               "accept": "<result><outcome>success</outcome><lead_id>{id}</lead_id></result>",
+               "reject": "<result><outcome>failure</outcome><reason><![CDATA[{reason}]]></reason></result>"}
+
+
+async def test_a_campaign_answers_in_its_own_format(start_sim: Start, session: aiohttp.ClientSession) -> None:
+    base = await start_sim(campaigns=[
+        {"id": "xml", "answers": XML_ANSWERS, "no_bid_rate": 0, "reject_rate": 0, "bid_min": 5, "bid_max": 5},
+        {"id": "xml_no", "answers": XML_ANSWERS, "no_bid_rate": 1, "reject_rate": 1},
+        {"id": "text", "answers": {"content_type": "text/plain", "accept": "OK|id={id}"}, "reject_rate": 0,
+         "no_bid_rate": 0, "bid_min": 3, "bid_max": 3}])
+    async with session.get(base + "/xml/ping?zip=33101") as response:  # a query-string buyer's GET
+        assert response.status == 200 and response.headers["Content-Type"] == "text/xml"
+        assert re.fullmatch(rb"<response><status>Matched</status><lead_id>xml-\d+</lead_id><price>5.00</price>"
+                            rb"</response>", await response.read())
+    status, body = await call(session, base + "/xml/post")
+    assert status == 200 and re.fullmatch(rb"<result><outcome>success</outcome><lead_id>xml-L\d+</lead_id></result>", body)
+    assert await call(session, base + "/xml_no/ping") == (
+        200, b"<response><status>Unmatched</status><error>No buyer</error></response>")
+    status, body = await call(session, base + "/xml_no/post")
+    assert re.fullmatch(rb"<result><outcome>failure</outcome><reason><!\[CDATA\[(duplicate|outside_service_area|"
+                        rb"invalid_phone|cap_reached)\]\]></reason></result>", body)
+    # a kind without a template is answered as the exchange's protocol answers it
+    status, body = await call(session, base + "/text/ping")
+    assert status == 200 and re.fullmatch(rb'\{"bid":3.00,"bid_id":"text-\d+"\}', body)
+    status, body = await call(session, base + "/text/post")
+    assert status == 200 and re.fullmatch(rb"OK\|id=text-L\d+", body)
+    async with session.put(base + "/text/post", data=b"x") as response:
+        assert response.status == 200
+    async with session.get(base + "/c1/ping") as response:
+        assert response.status == 404
+
+
+def test_an_answer_template_with_an_unknown_key_is_refused() -> None:
+    with pytest.raises(buyers.ProfileError, match=r"campaigns\[0\]\.answers: Object contains unknown field `bod`"):
+        buyers.build_profile({}, [{"id": "x", "answers": {"bod": "x"}}])

@@ -4,28 +4,38 @@ Redis tests use real servers (tests/redis_support.py). A "second worker" is a se
 RedisStore on the same Redis; the memory store is one worker, so there it is the same object.
 Every store runs on the test's clock (tests/support/clock.py); ``open_store.elapse`` moves it,
 and sleeps too where the Redis server's own time decides (key TTLs, benches, reservation
-sweeps read Redis TIME).
+sweeps read Redis TIME). Counts refilled after a loss come from a real ledger (a SQLite
+file, or a PostgreSQL server that is stopped to make the ledger unable to count).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import itertools
 import random
 import time
-from typing import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from pingpost import ledger
 from pingpost.config import Campaign, Caps, ExchangeSettings
 from pingpost.launch import free_port
+from pingpost.ledger import Ledger
 from pingpost.schema import CampaignOutcome, PingFields
-from pingpost.store.base import OpenedPost, Store, StoreUnavailable
+from pingpost.store.base import Failures, Numbering, OpenedPost, Recount, Store, StoreUnavailable
 from pingpost.store.memory import MemoryStore
 from pingpost.store.redis import DEADLINE_S, RedisStore, redacted
 from pingpost.targeting import BENCHED, CAPPED, OPEN
 from pingpost.trace import PingRecord, PostRecord, RankedBid
+from tests.ledger_support import LEAD, ping, sold
+from tests.pg_support import PostgresServer
 from tests.redis_support import RedisServer, cli, keys_without_ttl
 from tests.support.clock import ManualClock
+from tests.support.keys import TEST_KEY
 
 KINDS = ("memory", "redis", "cluster")
 VIEW_DELAY_S = 0.25 + 0.1
@@ -65,11 +75,12 @@ async def open_store(request: pytest.FixtureRequest, clock: ManualClock):
         servers = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
         servers.flush()
 
-    async def open_(campaigns: Sequence[Campaign] = (), exchange: ExchangeSettings | None = None) -> Store:
+    async def open_(campaigns: Sequence[Campaign] = (), exchange: ExchangeSettings | None = None,
+                    recount: Recount | None = None) -> Store:
         if servers is None and started:
             return started[0]
         store: Store = MemoryStore(clock) if servers is None else RedisStore(servers.url, clock=clock)
-        await store.start(campaigns, exchange or ExchangeSettings())
+        await store.start(campaigns, exchange or ExchangeSettings(), recount)
         started.append(store)
         return store
 
@@ -137,14 +148,18 @@ async def test_post_lock_then_result_makes_reposts_idempotent(open_store: Open) 
 
 
 async def test_post_lock_is_given_back_or_expires(open_store: Open) -> None:
+    """A lock given back (a refused post) leaves no trace; one that expired (its post never
+    stored a result) makes the next taker a retry, which asks the books first."""
     store = await open_store()
     await store.save_ping(record("p1"), 60, [], [])
-    assert (await store.open_post("p1", 30)).acquired
+    assert await store.open_post("p1", 30) == OpenedPost(record("p1"), None, True, retried=False)
     await store.unlock_post("p1")
-    assert (await store.open_post("p1", 0.2)).acquired
+    assert await store.open_post("p1", 0.2) == OpenedPost(record("p1"), None, True, retried=False)
     assert not (await store.open_post("p1", 0.2)).acquired
     await open_store.elapse(0.3)  # type: ignore[attr-defined]
-    assert (await store.open_post("p1", 30)).acquired
+    assert await store.open_post("p1", 30) == OpenedPost(record("p1"), None, True, retried=True)
+    await store.finish_post("p1", SOLD)
+    assert (await store.open_post("p1", 30)).result == SOLD
 
 
 async def test_concurrent_posts_one_acquires(open_store: Open) -> None:
@@ -228,6 +243,263 @@ async def test_reservation_of_a_lost_worker_is_swept(open_store: Open) -> None:
     assert lost.blocks[0] == CAPPED
 
 
+# Counts lost and refilled from the ledger -------------------------------------------------
+
+_sale_numbers = itertools.count()
+
+
+@pytest.fixture
+async def books(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A real SQLite ledger; its ``sold_counts`` is the source the stores refill from."""
+    opened = await ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", key=TEST_KEY)
+    yield opened
+    await opened.close()
+
+
+async def record_sale(books: Ledger, campaign_id: str, cents: int, at: float, *, test: bool = False) -> None:
+    """A sale in the ledger, recorded as the auction records one (ping, then the sold post)."""
+    record = ping(f"sale-{next(_sale_numbers)}", campaign_id=campaign_id, cents=cents, test=test)
+    await books.record_ping(record)
+    await books.record_post(record, sold(record), LEAD, at=at)
+
+
+async def sell(store: Store, books: Ledger, campaign_id: str, cents: int, now: float) -> bool:
+    """What a sale does to the store and the ledger: reserve, commit, record; False at a cap."""
+    reservation = await store.reserve(campaign_id, cents, now)
+    if reservation is None:
+        return False
+    await store.commit(reservation)
+    await record_sale(books, campaign_id, cents, now)
+    return True
+
+
+async def test_start_counts_the_ledgers_sales_of_the_hour_and_day(open_store: Open, books: Ledger,
+                                                                  clock: ManualClock) -> None:
+    """A store that starts without counts (a fresh Redis, a new process) takes the ledger's:
+    live sales of this hour and day, not yesterday's, not test traffic."""
+    clock.now = TEN
+    for campaign_id, cents, at in [("hourly", 100, TEN - 60), ("hourly", 100, TEN - HOUR),
+                                   ("daily", 100, TEN - HOUR), ("daily", 100, TEN - 2 * HOUR),
+                                   ("daily", 100, TEN - DAY), ("budget", 700, TEN - 5), ("full", 100, TEN - 9 * HOUR)]:
+        await record_sale(books, campaign_id, cents, at)
+    await record_sale(books, "hourly", 100, TEN - 30, test=True)
+    campaigns = [campaign("hourly", hourly=2, daily=5), campaign("daily", daily=3), campaign("budget", daily_budget=10.0),
+                 campaign("full", daily=1), campaign("free")]
+    store = await open_store(campaigns, ExchangeSettings(), books.sold_counts)
+    assert store.blocks == bytearray([OPEN, OPEN, OPEN, CAPPED, OPEN]), "at its cap before any post"
+    assert await store.reserve("hourly", 100, TEN) is not None
+    assert await store.reserve("hourly", 100, TEN) is None, "one sale this hour, one now: the hourly cap"
+    assert await store.reserve("daily", 100, TEN) is not None
+    assert await store.reserve("daily", 100, TEN) is None, "two sales today, one now: the daily cap"
+    assert await store.reserve("budget", 300, TEN) is not None
+    assert await store.reserve("budget", 1, TEN) is None, "7 + 3 of the 10 spent"
+    assert await store.reserve("full", 100, TEN) is None
+    assert await store.reserve("free", 100, TEN) is not None
+
+
+@pytest.mark.parametrize("zone,local", [
+    ("UTC", (2030, 6, 1, 10, 15, 0)),
+    ("America/New_York", (2030, 11, 3, 0, 30, 0)),  # midnight, a day of 25 hours
+    ("America/New_York", (2030, 11, 3, 1, 40, 0)),  # the repeated hour, first time
+    ("America/New_York", (2030, 11, 3, 1, 20, 1)),  # and second time (fold=1 below)
+    ("America/New_York", (2030, 3, 10, 3, 5, 0)),  # the hour after the skipped one
+    ("Asia/Kolkata", (2030, 6, 1, 0, 10, 0)),  # a half-hour offset
+])
+def test_bucket_starts_are_where_the_cap_buckets_begin(zone: str, local: tuple[int, ...]) -> None:
+    """What the ledger is asked to count must be exactly the leads the counters would hold."""
+    store = MemoryStore()
+    store.adopt(Numbering.of([], ExchangeSettings(timezone=zone)))
+    fold = 1 if local[3:5] == (1, 20) else 0
+    now = datetime.datetime(*local, tzinfo=ZoneInfo(zone), fold=fold).timestamp()
+    hour, day = store.buckets(now)
+    hour_start, day_start = store.bucket_starts(now)
+    assert hour_start <= now and store.buckets(hour_start)[0] == hour != store.buckets(hour_start - 1)[0]
+    assert day_start <= now and store.buckets(day_start)[1] == day != store.buckets(day_start - 1)[1]
+
+
+async def test_a_ledger_that_cannot_count_lets_nothing_be_counted(open_store: Open, stoppable_postgres: PostgresServer,
+                                                                  tmp_path: Path, clock: ManualClock) -> None:
+    """The shared ledger (PostgreSQL) is down while the store has no counts: the store still
+    starts, but no reservation is counted until the ledger can say what was sold; then the
+    cap holds exactly."""
+    url = stoppable_postgres.create_database("t_" + tmp_path.name.replace("-", "_").lower()[-40:])
+    books = await ledger.open(url, journal=tmp_path / "journal.db", key=TEST_KEY)
+    try:
+        now = clock()
+        for _ in range(2):
+            await record_sale(books, "c1", 100, now)
+        await asyncio.to_thread(stoppable_postgres.stop)
+        store = await open_store([campaign("c1", hourly=4)], ExchangeSettings(), books.sold_counts)
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable, match="the ledger could not recount"):
+                await store.reserve("c1", 100, now)
+        await asyncio.to_thread(stoppable_postgres.start)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                first = await store.reserve("c1", 100, now)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the ledger did not answer again"
+                await asyncio.sleep(0.05)
+        more = [await store.reserve("c1", 100, now) for _ in range(3)]
+        assert first is not None and [r is not None for r in more] == [True, False, False]
+    finally:
+        await books.close()
+
+
+async def test_a_cap_added_later_counts_what_was_reserved(open_store: Open, books: Ledger, clock: ManualClock) -> None:
+    """Counts kept while the campaign had no cap include open reservations the ledger cannot
+    know: taking the ledger's count must not lower them."""
+    store = await open_store([campaign("c1")], ExchangeSettings(), books.sold_counts)
+    now = clock()
+    held = [await store.reserve("c1", 100, now) for _ in range(3)]
+    assert held[0] is not None and all(held)
+    await store.commit(held[0])
+    await record_sale(books, "c1", 100, now)  # one sold; the ledger knows nothing of the two still open
+    store.adopt(Numbering.of([campaign("c1", hourly=5)], ExchangeSettings()))
+    await store.refresh()
+    assert [await store.reserve("c1", 100, now) is not None for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # one process keeps its counts
+async def test_caps_hold_when_redis_forgets_every_count(open_store: Open, books: Ledger) -> None:
+    """Without a refill, a campaign capped at 150 would sell 150 more after each FLUSHALL.
+    Three workers race to refill and to reserve: the cap is reached exactly, never passed."""
+    campaigns = [campaign("c1", hourly=150, daily=150), campaign("c2", daily_budget=100.0)]
+    workers = [await open_store(campaigns, ExchangeSettings(), books.sold_counts) for _ in range(3)]
+    now = time.time()
+    assert all(await asyncio.gather(*(sell(workers[n % 3], books, "c1", 100, now) for n in range(100))))
+    assert all(await asyncio.gather(*(sell(workers[n % 3], books, "c2", 900, now) for n in range(10))))
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    leads = await asyncio.gather(*(w.reserve("c1", 100, now) for _ in range(40) for w in workers))
+    spend = await asyncio.gather(*(w.reserve("c2", 500, now) for _ in range(3) for w in workers))
+    assert sum(r is not None for r in leads) == 50
+    assert sum(r is not None for r in spend) == 2, "90 of 100 spent before: 10 left, two leads of 5"
+    for reservation in [r for r in leads + spend if r is not None]:
+        await workers[0].commit(reservation)
+        await record_sale(books, reservation.campaign_id, reservation.cents, now)
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    assert [await w.reserve(c, 1, now) for w in workers for c in ("c1", "c2")] == [None] * 6
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+async def test_offers_in_flight_when_redis_forgets_still_count(open_store: Open, books: Ledger) -> None:
+    """Reservations open when Redis lost its data: the refilling worker opens its own again
+    (they count, and settle as usual), and another worker's commit of one Redis lost counts
+    its sale, once, however often it is resent."""
+    refiller, other = [await open_store([campaign("c1", hourly=6)], ExchangeSettings(), books.sold_counts)
+                       for _ in range(2)]
+    now = time.time()
+    assert all([await sell(refiller, books, "c1", 100, now) for _ in range(2)])
+    in_flight = [await refiller.reserve("c1", 100, now) for _ in range(2)]
+    elsewhere = await other.reserve("c1", 100, now)
+    assert all(in_flight) and elsewhere is not None
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    more = await refiller.reserve("c1", 100, now)  # refills: 2 sold + its 2 open, then this one
+    assert more is not None
+    await other.commit(elsewhere)
+    await other.commit(elsewhere)  # a resent pipeline
+    assert await refiller.reserve("c1", 100, now) is None, "2 sold + 2 open + 1 + the lost commit = 6"
+    assert in_flight[0] is not None and in_flight[1] is not None
+    await refiller.release(in_flight[0])  # a buyer said no: its count is given back
+    await refiller.commit(in_flight[1])
+    last = await refiller.reserve("c1", 100, now)
+    assert last is not None and await refiller.reserve("c1", 100, now) is None
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+async def test_a_worker_that_did_not_refill_opens_its_lost_reservations_again(open_store: Open,
+                                                                             books: Ledger) -> None:
+    """Another worker refilled the counts first: this worker's refresh sees that the counts
+    came from a new refill and opens its own reservations Redis lost again."""
+    refiller, other = [await open_store([campaign("c1", hourly=5)], ExchangeSettings(), books.sold_counts)
+                       for _ in range(2)]
+    now = time.time()
+    assert all([await sell(refiller, books, "c1", 100, now) for _ in range(2)])
+    mine = [await other.reserve("c1", 100, now) for _ in range(2)]
+    await other.refresh()
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    assert await refiller.reserve("c1", 100, now) is not None  # refills from the ledger: 2 + this one
+    await other.refresh()  # sees the new refill: its 2 open reservations count again
+    assert await refiller.reserve("c1", 100, now) is None
+    assert mine[0] is not None and mine[1] is not None
+    await other.release(mine[0])
+    await other.commit(mine[1])
+    assert await refiller.reserve("c1", 100, now) is not None
+    assert await refiller.reserve("c1", 100, now) is None
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+async def test_the_view_refills_lost_counts_without_a_post(open_store: Open, books: Ledger) -> None:
+    """After a FLUSHALL, a worker's refresh sees the counts gone and refills them itself, so
+    a capped campaign does not show as open (and get pinged) until someone posts."""
+    campaigns = [campaign("c1", hourly=3), campaign("c2", hourly=3)]
+    seller, watcher = [await open_store(campaigns, ExchangeSettings(), books.sold_counts) for _ in range(2)]
+    now = time.time()
+    assert all([await sell(seller, books, "c1", 100, now) for _ in range(3)])
+    await watcher.refresh()
+    assert watcher.blocks == bytearray([CAPPED, OPEN])
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    port = open_store.servers.ports[0]  # type: ignore[attr-defined]
+    await eventually(lambda: cli(port, "-c", "EXISTS", "pp:{camp:c1}:primed").strip() == "1", 5.0)
+    await watcher.refresh()
+    await seller.refresh()
+    assert watcher.blocks == seller.blocks == bytearray([CAPPED, OPEN])
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+async def test_reserves_cancelled_while_counts_are_refilled(open_store: Open, books: Ledger) -> None:
+    """Callers that give up while the counts are refilled leave no reservation behind, and the
+    counts come back exact."""
+    store = await open_store([campaign("c1", hourly=6)], ExchangeSettings(), books.sold_counts)
+    now = time.time()
+    assert all([await sell(store, books, "c1", 100, now) for _ in range(2)])
+    open_store.servers.flush()  # type: ignore[attr-defined]
+
+    async def reserve_and_release() -> None:
+        reservation = await store.reserve("c1", 100, now)
+        if reservation is not None:
+            await store.release(reservation)
+
+    random.seed(7)
+    for _ in range(30):
+        await cancel_soon(reserve_and_release())
+
+    async def four_left() -> bool:
+        got = [await store.reserve("c1", 100, now) for _ in range(5)]
+        for reservation in got:
+            if reservation is not None:
+                await store.release(reservation)
+        return sum(r is not None for r in got) == 4
+
+    await eventually(four_left, 2.0)
+
+
+async def test_caps_hold_through_a_redis_restart_without_data(books: Ledger) -> None:
+    """The real thing: redis-server killed and started again empty on the same port."""
+    server = RedisServer().start()
+    campaigns = [campaign("c1", hourly=5)]
+    a, b = RedisStore(server.url), RedisStore(server.url)
+    try:
+        await a.start(campaigns, ExchangeSettings(), books.sold_counts)
+        await b.start(campaigns, ExchangeSettings(), books.sold_counts)
+        now = time.time()
+        assert all([await sell(a, books, "c1", 100, now) for _ in range(3)])
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await b.reserve("c1", 100, now)
+        server.start()
+        await eventually(lambda: recovered(a), 3.0)
+        leads = await asyncio.gather(*(s.reserve("c1", 100, now) for _ in range(10) for s in (a, b)))
+        assert sum(r is not None for r in leads) == 2
+        await eventually(lambda: a.blocks[0] == b.blocks[0] == CAPPED, VIEW_DELAY_S)
+    finally:
+        await a.close()
+        await b.close()
+        server.remove()
+
+
 # Bench -------------------------------------------------------------------------------------
 
 BENCHING = ExchangeSettings(bench_after_timeouts=3, bench_window_s=1, bench_duration_s=1)
@@ -297,6 +569,57 @@ async def test_duplicates_forgotten_after_window(open_store: Open, clock: Manual
         assert 2 * DAY - 5 < ttl <= 2 * DAY
 
 
+# Dashboard sessions and failed sign-ins ----------------------------------------------------
+
+
+async def test_a_session_is_seen_by_every_worker_until_dropped(open_store: Open) -> None:
+    a, b = await open_store(), await open_store()
+    await a.put_session("s1", b"\x00one", 60)
+    await a.put_session("s2", b"two", 60)
+    assert await b.get_session("s1") == b"\x00one"
+    await b.drop_session("s1")
+    assert await a.get_session("s1") is None
+    assert await a.get_session("s2") == b"two"
+    assert await a.get_session("never") is None
+    await a.drop_session("never")
+
+
+async def test_a_session_expires_unless_written_again(open_store: Open) -> None:
+    store = await open_store()
+    await store.put_session("short", b"x", 0.3)
+    await store.put_session("kept", b"y", 0.3)
+    await open_store.elapse(0.2)  # type: ignore[attr-defined]
+    await store.put_session("kept", b"y2", 0.3)
+    await open_store.elapse(0.2)  # type: ignore[attr-defined]
+    assert await store.get_session("short") is None
+    assert await store.get_session("kept") == b"y2"
+
+
+async def test_failed_sign_ins_count_per_key_for_every_worker(open_store: Open, clock: ManualClock) -> None:
+    a, b = await open_store(), await open_store()
+    assert await a.failures(["user:ana", "addr:1"]) == [Failures(0, 0.0), Failures(0, 0.0)]
+    await a.note_failures(["user:ana", "addr:1"], 60)
+    clock.advance(5)
+    await b.note_failures(["user:ana", "addr:2"], 60)
+    assert await a.failures(["user:ana", "addr:1", "addr:2", "user:bo"]) == [
+        Failures(2, clock()), Failures(1, clock() - 5), Failures(1, clock()), Failures(0, 0.0)]
+    await b.clear_failures(["user:ana"])
+    assert await a.failures(["user:ana", "addr:1"]) == [Failures(0, 0.0), Failures(1, clock() - 5)]
+    await a.clear_failures([])
+    assert await a.failures([]) == []
+
+
+async def test_failed_sign_ins_are_forgotten_after_their_window(open_store: Open) -> None:
+    store = await open_store()
+    await store.note_failures(["addr:1"], 0.3)
+    await open_store.elapse(0.2)  # type: ignore[attr-defined]
+    await store.note_failures(["addr:1", "addr:2"], 0.3)
+    await open_store.elapse(0.2)  # type: ignore[attr-defined]
+    assert [f.failed for f in await store.failures(["addr:1", "addr:2"])] == [2, 1], "kept from the latest failure"
+    await open_store.elapse(0.4)  # type: ignore[attr-defined]
+    assert await store.failures(["addr:1", "addr:2"]) == [Failures(0, 0.0), Failures(0, 0.0)]
+
+
 async def test_last_bids_shared(open_store: Open) -> None:
     campaigns = [campaign("c1"), campaign("c2"), campaign("c3")]
     a, b = await open_store(campaigns), await open_store(campaigns)
@@ -304,6 +627,109 @@ async def test_last_bids_shared(open_store: Open) -> None:
     assert a.last_bids == [725, 0, 10]
     await b.refresh()
     assert b.last_bids == [725, 0, 10]
+
+
+# Accept rates ------------------------------------------------------------------------------
+
+#: A prior of 10 offers at 50%: a campaign without offers is at 500,000 ppm.
+RATED = ExchangeSettings(ranking="expected", accept_window_s=60, accept_prior=0.5, accept_prior_offers=10)
+
+
+def smoothed(offered: int, accepted: int) -> int:
+    """The rate ``RATED`` gives, in ppm: (accepted + 0.5 x 10) / (offered + 10)."""
+    return (accepted * 1_000_000 + 500_000 * 10) // (offered + 10)
+
+
+async def test_accept_rates_count_live_offers_and_every_worker_sees_them(open_store: Open,
+                                                                         clock: ManualClock) -> None:
+    campaigns = [campaign("c1"), campaign("c2"), campaign("c3")]
+    a, b = await open_store(campaigns, RATED), await open_store(campaigns, RATED)
+    assert a.accept_ppm == [500_000] * 3, "no offers yet: the prior"
+    for n, accepted in enumerate([True, False, False]):
+        await a.count_offer(f"p{n}", "c1", accepted, clock())
+    await a.count_offer("p0", "c3", True, clock())
+    await a.refresh()
+    expected = [smoothed(3, 1), 500_000, smoothed(1, 1)]
+    assert expected == [461_538, 500_000, 545_454]
+    assert a.accept_ppm == expected
+    await eventually(lambda: b.accept_ppm == expected, VIEW_DELAY_S)
+
+
+async def test_an_offer_counted_again_counts_once(open_store: Open, clock: ManualClock) -> None:
+    """A resent write (a pipeline sent twice, a sale's writes retried) changes nothing."""
+    store = await open_store([campaign("c1")], RATED)
+    for _ in range(3):
+        await store.count_offer("p1", "c1", False, clock())
+    await store.count_offer("p2", "c1", True, clock())
+    await store.refresh()
+    assert store.accept_ppm == [smoothed(2, 1)]
+
+
+async def test_offers_leave_the_window_a_slice_at_a_time(open_store: Open, clock: ManualClock) -> None:
+    """A 60 s window is 12 slices of 5 s: an offer counts while its slice is one of the last
+    12, the current one included. Slices are the store's clock's, so no waiting here."""
+    clock.now = (int(clock.now) // 5 + 1) * 5 + 0.5  # half a second into a slice
+    store = await open_store([campaign("c1"), campaign("c2")], RATED)
+    start = clock.now
+
+    async def at(seconds: float) -> list[int]:
+        clock.now = start + seconds
+        await store.refresh()
+        return store.accept_ppm
+
+    await store.count_offer("p1", "c1", False, clock())
+    await store.count_offer("p2", "c1", False, clock())
+    assert await at(30) == [smoothed(2, 0), 500_000]
+    await store.count_offer("p3", "c1", True, clock())
+    await store.count_offer("p3", "c2", True, clock())
+    assert await at(59) == [smoothed(3, 1), smoothed(1, 1)], "the first slice is the window's oldest"
+    assert await at(60) == [smoothed(1, 1), smoothed(1, 1)], "and then it has left"
+    assert await at(89) == [smoothed(1, 1), smoothed(1, 1)]
+    assert await at(90) == [500_000, 500_000], "nothing left but the prior"
+
+
+async def test_a_reload_keeps_the_rates_of_the_campaigns_it_keeps(open_store: Open, clock: ManualClock) -> None:
+    store = await open_store([campaign("c1"), campaign("c2")], RATED)
+    await store.count_offer("p1", "c2", True, clock())
+    await store.refresh()
+    before = store.accept_ppm
+    store.adopt(Numbering.of([campaign("c0"), campaign("c2")], RATED))
+    assert store.accept_ppm == [500_000, smoothed(1, 1)]
+    assert before == [500_000, smoothed(1, 1)], "a reader of the old list keeps the old numbering"
+    store.adopt(Numbering.of([campaign("c2")], ExchangeSettings(ranking="expected", accept_window_s=120)))
+    assert store.accept_ppm == [1_000_000], "a new window counts afresh (here at the default prior, 100%)"
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store forgets nothing
+@pytest.mark.parametrize("after", [1, 5], ids=["fewer-offers-after", "more-offers-after"])
+async def test_accept_counts_redis_forgot_are_read_afresh(open_store: Open, clock: ManualClock, after: int) -> None:
+    """A worker reads a slice's log on from where it stopped; a log that Redis lost and began
+    again (shorter, or as long but another) is read whole again: the view holds what Redis
+    holds, never a mix of the two logs."""
+    a, b = await open_store([campaign("c1")], RATED), await open_store([campaign("c1")], RATED)
+    for n in range(3):
+        await a.count_offer(f"p{n}", "c1", False, clock())
+    await b.refresh()
+    assert b.accept_ppm == [smoothed(3, 0)]
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    for n in range(after):
+        await a.count_offer(f"q{n}", "c1", True, clock())
+    await b.refresh()
+    assert b.accept_ppm == [smoothed(after, after)]
+    await a.count_offer("r", "c1", False, clock())
+    await b.refresh()
+    assert b.accept_ppm == [smoothed(after + 1, after)], "and then on from there"
+
+
+async def test_ranking_by_bid_counts_nothing(open_store: Open, clock: ManualClock) -> None:
+    exchange = ExchangeSettings(accept_prior=0.5)
+    store = await open_store([campaign("c1")], exchange)
+    await store.count_offer("p1", "c1", False, clock())
+    await store.refresh()
+    assert store.accept_ppm == [500_000]
+    if open_store.servers is not None:  # type: ignore[attr-defined]
+        assert [key for port in open_store.servers.ports  # type: ignore[attr-defined]
+                for key in cli(port, "--scan").split() if "accept" in key] == []
 
 
 # The local view ----------------------------------------------------------------------------
@@ -407,9 +833,12 @@ async def test_cancelled_reserves_and_locks_are_given_back(open_store: Open) -> 
 
 
 @pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)  # the memory store has no keys
-async def test_every_key_but_last_bids_expires(open_store: Open) -> None:
+async def test_every_key_but_last_bids_expires(open_store: Open, books: Ledger) -> None:
+    """The marker too: the first refresh refilled the counts from the (empty) ledger."""
     campaigns = [campaign("c1", hourly=5, daily_budget=50.0)]
-    store = await open_store(campaigns, ExchangeSettings(bench_after_timeouts=2))
+    store = await open_store(campaigns, ExchangeSettings(bench_after_timeouts=2, ranking="expected"),
+                             books.sold_counts)
+    assert cli(open_store.servers.ports[0], "-c", "EXISTS", "pp:{camp:c1}:primed").strip() == "1"  # type: ignore[attr-defined]
     now = time.time()
     for n in range(3):
         await store.save_ping(record(f"p{n}"), 60, ["c1"], [("c1", 100)])
@@ -421,6 +850,9 @@ async def test_every_key_but_last_bids_expires(open_store: Open) -> None:
     await store.commit(kept)
     await store.release(given)
     await store.remember("b1", ["phone:1"], 1)
+    await store.put_session("s1", b"x", 60)
+    await store.note_failures(["user:ana", "addr:1"], 60)
+    await store.count_offer("p1", "c1", True, now)
     assert keys_without_ttl(open_store.servers.ports) == ["pp:bids"]  # type: ignore[attr-defined]
 
 
@@ -472,6 +904,14 @@ async def test_redis_lost_then_back() -> None:
         await a.close()
         await b.close()
         server.remove()
+
+
+@pytest.fixture(scope="module")
+def stoppable_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this module's own, since its tests stop it."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()
 
 
 async def recovered(store: Store) -> bool:

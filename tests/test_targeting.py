@@ -293,3 +293,33 @@ def test_equal_bids_and_priorities_take_turns_by_seed(rank) -> None:
     assert rank(bids, 0, 12345) == rank(bids, 0, 12345)
     keys = targeting.tiebreak_keys(12345, 3)
     assert [b.campaign for b in rank(bids, 0, 12345)[0]] == sorted(range(3), key=keys.__getitem__)
+
+
+@pytest.mark.parametrize("rank", RANKERS)
+def test_expected_rank_orders_by_bid_times_accept_rate(rank) -> None:
+    """3.00 accepted 40% of the time is worth 1.20 a lead, 2.00 at 90% is worth 1.80."""
+    bids = [Bid(0, 300, 0), Bid(1, 200, 0), Bid(2, 150, 0)]
+    rates = [400_000, 900_000, 1_000_000]
+    assert [b.campaign for b in rank(bids, 0, 1, rates)[0]] == [1, 2, 0]
+    assert [b.campaign for b in rank(bids, 0, 1)[0]] == [0, 1, 2], "without rates: by bid alone"
+
+
+@pytest.mark.parametrize("rank", RANKERS)
+def test_expected_rank_ties_go_to_priority_then_the_seed(rank) -> None:
+    """Equal worth from different bids (100 x 50% = 50 x 100%) is a tie, broken as equal bids are."""
+    bids = [Bid(0, 100, 0), Bid(1, 50, 3), Bid(2, 25, 0)]
+    rates = [500_000, 1_000_000, 1_000_000]
+    assert [b.campaign for b in rank(bids, 0, 9, rates)[0]] == [1, 0, 2]
+    tied = [Bid(0, 100, 0), Bid(1, 50, 0)]
+    assert {rank(tied, 0, seed, rates)[0][0].campaign for seed in range(60)} == {0, 1}
+    keys = targeting.tiebreak_keys(77, 2)
+    assert [b.campaign for b in rank(tied, 0, 77, rates)[0]] == sorted(range(2), key=keys.__getitem__)
+
+
+@pytest.mark.parametrize("rank", RANKERS)
+def test_expected_rank_drops_by_the_real_bid_and_keeps_a_zero_rate(rank) -> None:
+    """``min_bid`` compares the bid, not its worth; a rate of 0 ranks last but still ranks."""
+    bids = [Bid(0, 99, 0), Bid(1, 100, 0), Bid(2, 500, 0)]
+    ranked, dropped = rank(bids, 100, 7, [1_000_000, 10_000, 0])
+    assert [b.campaign for b in ranked] == [1, 2]
+    assert [b.campaign for b in dropped] == [0]

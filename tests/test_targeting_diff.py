@@ -8,6 +8,8 @@ compiled side's per-minute time zone cache is exercised across calls.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 from unittest import mock
 
 import msgspec
@@ -186,3 +188,45 @@ bids = st.lists(st.builds(targeting.Bid, campaign=st.integers(0, 99),
        seed=st.integers(0, 2**64 - 1) | st.integers(-2**70, 2**70))
 def test_rank_matches_reference(bids: list[targeting.Bid], min_bid: int, seed: int) -> None:
     assert targeting.rank(bids, min_bid, seed) == targeting.reference_rank(bids, min_bid, seed)
+
+
+# Accept rates in parts per million, by campaign number: the store's values (0 to 10**6), and
+# values no store makes, which the compiled ranker hands to the reference (a product past 64
+# bits, a rate past 64 bits) or orders like it (negative, above 10**6). Pools small enough
+# that different bids meet at equal worth (100 x 500,000 = 50 x 1,000,000). A sequence that is
+# not a list, and campaign numbers outside it (negative ones index from the end, as in Python;
+# past the end is the reference's IndexError), take the compiled ranker's slower path.
+RATES = [0, 1, 250_000, 500_000, 500_000, 999_999, 1_000_000, 1_000_000, 2_000_000, -1, 2**40, 2**63]
+rate_lists = st.lists(st.sampled_from(RATES), min_size=100, max_size=100)
+rate_sequences = rate_lists | rate_lists.map(tuple)
+stray_bids = st.lists(st.builds(targeting.Bid, campaign=st.integers(0, 99) | st.integers(-3, 102),
+                                cents=st.sampled_from([-5, 0, 1, 50, 100, 100, 250, 2**63]),
+                                priority=st.sampled_from([-1, 0, 1, 2, 2**64])), max_size=60)
+
+
+def outcome(rank: Callable[..., Any], *args: Any) -> Any:
+    """A ranker's answer, or the type of what it raised."""
+    try:
+        return rank(*args)
+    except Exception as e:  # the twins must fail alike
+        return type(e)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(bids=bids, min_bid=st.sampled_from([0, 1, 50, 100, 2**64]), accept_ppm=rate_lists,
+       seed=st.integers(0, 2**64 - 1) | st.integers(-2**70, 2**70))
+def test_expected_rank_matches_reference(bids: list[targeting.Bid], min_bid: int, accept_ppm: list[int],
+                                         seed: int) -> None:
+    expected = targeting.reference_rank(bids, min_bid, seed, accept_ppm)
+    assert targeting.rank(bids, min_bid, seed, accept_ppm) == expected
+    event("tie on worth" if len({b.cents * accept_ppm[b.campaign] for b in expected[0]}) < len(expected[0])
+          else "no tie")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(bids=stray_bids, accept_ppm=rate_sequences, seed=st.integers(0, 2**64 - 1))
+def test_expected_rank_indexes_rates_as_the_reference_does(bids: list[targeting.Bid], accept_ppm: Sequence[int],
+                                                           seed: int) -> None:
+    expected = outcome(targeting.reference_rank, bids, 0, seed, accept_ppm)
+    assert outcome(targeting.rank, bids, 0, seed, accept_ppm) == expected
+    event("raised" if isinstance(expected, type) else "ranked")

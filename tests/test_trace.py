@@ -8,7 +8,7 @@ from tests.support.buyers import Reply, accept, bid, reject
 from tests.support.exchange import LEAD, OTHER_KEY, SELLER_TEST_KEY, base_config
 from tests.helpers_contract import assert_error, make_config, parse_rfc3339_utc, ping_ok, sold_ping
 
-TRACE_KEYS = {"ping_id", "status", "test", "created_at", "expires_at", "auction_ms", "campaigns"}
+TRACE_KEYS = {"ping_id", "status", "test", "created_at", "expires_at", "auction_ms", "ranking", "campaigns"}
 
 
 async def test_trace_shape_before_and_after_the_post(buyers, exchange):
@@ -22,6 +22,7 @@ async def test_trace_shape_before_and_after_the_post(buyers, exchange):
     assert trace["test"] is False and trace["expires_at"] == answer["expires_at"]
     assert parse_rfc3339_utc(trace["created_at"]) < parse_rfc3339_utc(trace["expires_at"])
     assert trace["auction_ms"] == answer["auction_ms"]
+    assert trace["ranking"] == "bid", "the default: by the bid alone"
     by_id = {c["campaign_id"]: c for c in trace["campaigns"]}
     assert by_id["c1"]["buyer_id"] == "b1" and by_id["c1"]["outcome"] == "bid" and by_id["c1"]["bid"] == 4
     assert by_id["c2"]["buyer_id"] == "b2" and by_id["c2"]["bid"] == 3 and by_id["c2"]["ms"] >= 0
@@ -78,7 +79,7 @@ BUYER_ANSWERS: list[tuple[str, Reply, str]] = [
     ("bids", bid(3), "bid"),
     ("passes", Reply(status=204), "no_bid"),
     ("zero", bid(0), "no_bid"),
-    ("slow", bid(9, delay=1.0), "timeout"),
+    ("slow", bid(9, delay=3.0), "timeout"),
     ("broken", Reply(status=500), "error:http_500"),
     ("redirect", Reply(status=302, headers={"Location": "http://127.0.0.1:9/"}), "error:http_302"),
     ("garbled", Reply(status=200, body=b"{not json"), "error:bad_json"),
@@ -92,13 +93,15 @@ BUYER_ANSWERS: list[tuple[str, Reply, str]] = [
 async def test_every_ping_outcome(buyers, exchange):
     for campaign, answer, _ in BUYER_ANSWERS:
         buyers.script(campaign, ping=answer)
-    campaigns = [{"id": c, "timeout_ms": 150} for c, _, _ in BUYER_ANSWERS]
+    # A second of campaign timeout: a stall of the one loop that runs exchange, buyers and test
+    # (a loaded machine) must not turn every answer into a timeout.
+    campaigns = [{"id": c, "timeout_ms": 1000} for c, _, _ in BUYER_ANSWERS]
     campaigns += [{"id": "elsewhere", "filters": {"states": ["NY"]}},
                   {"id": "quality", "filters": {"min_quality": 90}},
                   {"id": "rules", "filters": {"rules": [{"field": "age", "op": "gte", "value": 18}]}},
                   {"id": "reset"}]
     buyers.script("reset", ping=Reply(reset=True))
-    ex = await exchange(make_config(buyers, *campaigns, acme={"min_bid": 1.0}))
+    ex = await exchange(make_config(buyers, *campaigns, acme={"min_bid": 1.0}, auction_timeout_ms=2000))
     answer = await ping_ok(ex)
     status, trace = await ex.trace(answer["ping_id"])
     got = {c["campaign_id"]: c["outcome"] for c in trace["campaigns"]}

@@ -31,11 +31,18 @@ from typing import Any
 import msgspec
 
 from ..launch import Child
+from ..privacy import keys
 from .cpus import Layout
 from .load import drive
-from .processes import BenchError, start_listening, start_redis
+from .processes import ROOT, BenchError, start_listening, start_redis
 from .report import compare_table, machine, summarize, table
 from .scenarios import BUYER_MS, SCENARIOS, Scenario, scenario_config, scenario_profile
+
+#: the exchanges ``--baseline`` runs beside pingpost's own: the baseline it is measured
+#: against, and (``--floor``) the least an exchange on this stack can do
+OTHER_EXCHANGES = {"plain": ROOT / "bench" / "plain_exchange.py", "floor": ROOT / "bench" / "floor_exchange.py"}
+#: the scenarios of the ratio measurement, by default
+BASELINE_SCENARIOS = ("5-http", "10k-campaigns")
 
 # Arguments -------------------------------------------------------------------------------
 
@@ -50,11 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load first (default: 2, "
                         "or a quarter of --duration when shorter)")
     parser.add_argument("--concurrency", type=int, default=64, help="closed loop: requests in flight (default: 64)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario, each on fresh processes; the "
-                        "table shows the median and the spread (default: 1)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per scenario, each on fresh processes; the "
+                        "table shows the median and the spread (default: 1, or 3 with --baseline)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="the ratio measurement: pingpost against the plain aiohttp exchange of "
+                             "bench/plain_exchange.py, alternated, in 5-http and 10k-campaigns (or --scenario), "
+                             "then pingpost's open-loop p99 overhead at half its closed-loop capacity")
+    parser.add_argument("--floor", action="store_true",
+                        help="with --baseline: also run bench/floor_exchange.py, the least an exchange on this stack "
+                             "can do per ping, and print its ratio too (about the most any exchange could reach)")
     parser.add_argument("--workers", type=int, default=1, help="exchange worker processes (above 1 needs redis)")
     parser.add_argument("--store", choices=["memory", "redis"], default="memory",
                         help="memory, or redis: a throwaway redis-server on a free port (default: memory)")
+    parser.add_argument("--ledger", default="sqlite", metavar="sqlite|none|postgresql://...",
+                        help="the exchange's books: sqlite (a file in the run's work dir, the default), none (no "
+                             "books: the engine alone), or a PostgreSQL URL (its journal in the work dir)")
     parser.add_argument("--exchange-log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="the exchange's --log-level; its log goes to a file in the work dir (default: info)")
     parser.add_argument("--cpus", default="auto", metavar="EXCHANGE/OTHERS",
@@ -71,7 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = args.scenario or ["5-http"]
+    if args.repeat is None:
+        args.repeat = 3 if args.baseline else 1
+    default = list(BASELINE_SCENARIOS) if args.baseline else ["5-http"]
+    names = args.scenario or default
     scenarios = list(SCENARIOS) if "all" in names else list(dict.fromkeys(names))
     if args.workers < 1:
         print("pingpost bench: --workers must be at least 1", file=sys.stderr)
@@ -84,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.mode == "open" and args.rate <= 0:
         print("pingpost bench: --rate must be above 0", file=sys.stderr)
+        return 2
+    if args.baseline and (args.mode != "closed" or args.workers != 1 or args.store != "memory" or args.py_spy):
+        print("pingpost bench: --baseline runs closed and open loops itself, one memory-store worker, no py-spy",
+              file=sys.stderr)
+        return 2
+    if args.floor and not args.baseline:
+        print("pingpost bench: --floor goes with --baseline", file=sys.stderr)
         return 2
     try:
         layout = Layout.of(args.cpus)
@@ -106,12 +133,14 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine(), "layout": {"exchange_cpus": layout.exchange, "other_cpus": layout.others},
         "settings": {"mode": args.mode, "rate": args.rate if args.mode == "open" else None,
                      "duration_s": args.duration, "concurrency": args.concurrency, "workers": args.workers,
-                     "store": args.store, "repeat": args.repeat, "exchange_log_level": args.exchange_log_level,
-                     "buyer_ms": BUYER_MS},
+                     "store": args.store, "ledger": ledger_label(args.ledger), "repeat": args.repeat,
+                     "exchange_log_level": args.exchange_log_level, "buyer_ms": BUYER_MS},
         "results": [],
     }
     failed = False
     layout.pin_self()
+    if args.baseline:
+        return ratios(scenarios, args, layout, console, report)
     for name in scenarios:
         runs = []
         for number in range(args.repeat):
@@ -139,7 +168,31 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed or not report["results"] else 0
 
 
-def run_scenario(s: Scenario, args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+def ledger_label(ledger: str) -> str:
+    """The books as a report names them: never a URL's password."""
+    return "postgresql" if ledger.startswith(("postgresql://", "postgres://")) else ledger
+
+
+def ledger_flags(ledger: str, workdir: Path) -> list[str]:
+    if ledger == "sqlite":
+        return ["--ledger", f"sqlite:///{workdir / 'ledger.db'}"]
+    if ledger == "none":
+        return ["--ledger", "none"]
+    return ["--ledger", ledger, "--ledger-journal", str(workdir / "ledger-journal.db")]
+
+
+def exchange_command(args: argparse.Namespace, workdir: Path, exchange: str) -> list[str]:
+    """``pingpost serve`` on the run's config, or one of ``OTHER_EXCHANGES`` (``--baseline``) on the same."""
+    config = str(workdir / "config.toml")
+    if exchange in OTHER_EXCHANGES:
+        return [sys.executable, str(OTHER_EXCHANGES[exchange]), "--config", config, "--port", "0"]
+    serve = [sys.executable, "-m", "pingpost.cli", "serve", "--config", config, "--port", "0",
+             "--workers", str(args.workers), "--log-level", args.exchange_log_level]
+    return serve + ledger_flags(args.ledger, workdir)
+
+
+def run_scenario(s: Scenario, args: argparse.Namespace, layout: Layout, exchange: str = "pingpost") -> dict[str, Any]:
+    """One run of ``s`` on fresh processes: pingpost's exchange, or one of ``OTHER_EXCHANGES``."""
     keep = args.workdir is not None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="pingpost-bench-")) / s.name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -151,19 +204,19 @@ def run_scenario(s: Scenario, args: argparse.Namespace, layout: Layout) -> dict[
                                             str(workdir / "profile.toml"), "--seed", str(args.seed),
                                             "--log-level", "warning"], workdir / "buyers.log", 30)
         procs.append(buyers)
-        (workdir / "config.toml").write_text(scenario_config(s, buyers.url))
-        serve = [*python, "serve", "--config", str(workdir / "config.toml"), "--port", "0",
-                 "--workers", str(args.workers), "--log-level", args.exchange_log_level]
+        (workdir / "pingpost.key").write_text(keys.generate() + "\n")
+        (workdir / "config.toml").write_text(scenario_config(s, buyers.url, str(workdir / "pingpost.key")))
+        serve = exchange_command(args, workdir, exchange)
         redis = None
         if args.store == "redis":
             redis, url = start_redis(layout, workdir)
             procs.append(redis)
             serve += ["--redis", url]
-        exchange = start_listening("exchange", [*layout.prefix("exchange"), *serve], workdir / "exchange.log", 60)
-        procs.append(exchange)
-        result = asyncio.run(drive(s, args, layout, exchange.url, exchange.process.pid, buyers.process.pid,
+        server = start_listening("exchange", [*layout.prefix("exchange"), *serve], workdir / "exchange.log", 60)
+        procs.append(server)
+        result = asyncio.run(drive(s, args, layout, server.url, server.process.pid, buyers.process.pid,
                                    redis.process.pid if redis else None))
-        stopped = exchange.stop()
+        stopped = server.stop()
         if stopped != 0:
             result.setdefault("warnings", []).append(
                 "the exchange did not stop within 15 s of SIGTERM" if stopped is None
@@ -174,3 +227,15 @@ def run_scenario(s: Scenario, args: argparse.Namespace, layout: Layout) -> dict[
             proc.stop()
         if not keep:
             shutil.rmtree(workdir.parent if args.workdir is None else workdir, ignore_errors=True)
+
+
+def ratios(scenarios: list[str], args: argparse.Namespace, layout: Layout, console: Any,
+           report: dict[str, Any]) -> int:
+    """``--baseline``: see ``baseline.measure``; the import stays here so plain runs skip it."""
+    from .baseline import exchanges_of, measure
+
+    missing = [str(OTHER_EXCHANGES[e]) for e in exchanges_of(args) if e in OTHER_EXCHANGES and not OTHER_EXCHANGES[e].exists()]
+    if missing:
+        console.print(f"[red]pingpost bench --baseline needs {', '.join(missing)} (a checkout of the repository)[/]")
+        return 2
+    return measure(scenarios, args, layout, console, report)

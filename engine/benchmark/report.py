@@ -135,7 +135,8 @@ def table(report: dict[str, Any]) -> Any:
 
     s = report["settings"]
     how = f"open loop at {s['rate']:g}/s" if s["mode"] == "open" else f"closed loop, {s['concurrency']} in flight"
-    title = (f"{how}, {s['duration_s']:g} s, {s['workers']} worker(s), {s['store']} store; "
+    title = (f"{how}, {s['duration_s']:g} s, {s['workers']} worker(s), {s['store']} store, "
+             f"{s.get('ledger', 'sqlite')} books; "
              f"overhead = seller latency - {BUYER_MS:g} ms buyer latency")
     t = Table(title=title, title_justify="left")
     columns = [("scenario", None, ""), ("pings/s", "pings_per_s", ",.0f"), ("posts/s", "posts_per_s", ",.0f"),

@@ -63,8 +63,9 @@ def toml_document(tables: dict[str, dict[str, Any]], arrays: dict[str, list[dict
     return "\n".join(lines)
 
 
-def scenario_config(s: Scenario, buyers_url: str) -> str:
-    """The exchange's config: one seller, HTTP campaigns pointing at the simulator.
+def scenario_config(s: Scenario, buyers_url: str, key_file: str | None = None) -> str:
+    """The exchange's config: one seller, HTTP campaigns pointing at the simulator, and the
+    operator's key file (the books seal leads' personal data under it) when given.
 
     Filtered campaigns fail every bench ping in one of three ways (the bench pings come
     from 15 mainland places, never Hawaii): a state, a zip prefix or a source filter."""
@@ -79,10 +80,12 @@ def scenario_config(s: Scenario, buyers_url: str) -> str:
             campaign["filters"] = failing[n % 3]
         campaigns.append(campaign)
     buyers = [{"id": f"b{n:03d}"} for n in range((s.http + s.filtered + 99) // 100)]
-    return toml_document(
-        {"exchange": {"auction_timeout_ms": 1000, "post_timeout_ms": 10000, "max_buyers_per_ping": 50,
-                      "max_inflight": 10000}},
-        {"sellers": [{"id": "bench", "api_keys": [API_KEY]}], "buyers": buyers, "campaigns": campaigns})
+    tables: dict[str, dict[str, Any]] = {"exchange": {
+        "auction_timeout_ms": 1000, "post_timeout_ms": 10000, "max_buyers_per_ping": 50, "max_inflight": 10000}}
+    if key_file is not None:
+        tables["privacy"] = {"key_file": key_file}
+    return toml_document(tables, {"sellers": [{"id": "bench", "api_keys": [API_KEY]}], "buyers": buyers,
+                                  "campaigns": campaigns})
 
 
 def scenario_profile(s: Scenario) -> str:

@@ -31,6 +31,9 @@ _SCHEMA = (
     "lead_id TEXT, body BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS entries_ping_id ON entries (ping_id)",
     "CREATE INDEX IF NOT EXISTS entries_lead_id ON entries (lead_id) WHERE lead_id IS NOT NULL",
+    # A copy of the books' identifier key (wrapped), for a host that starts while PostgreSQL
+    # cannot be reached.
+    "CREATE TABLE IF NOT EXISTS books_keys (name TEXT PRIMARY KEY, key_wrapped BLOB NOT NULL)",
 )
 
 #: The journal column each ledger table's key is found by.
@@ -111,6 +114,10 @@ class Journal:
     def commits(self) -> int:
         return self._file.commits
 
+    @property
+    def failing(self) -> bool:
+        return self._file.failing
+
     async def append(self, entry: Entry) -> None:
         """Returns once the entry is durable here."""
         await self._file.write(partial(_append, entry))
@@ -132,6 +139,23 @@ class Journal:
 
     async def count(self) -> int:
         return await self._file.read(_count)
+
+    async def truncate_log(self) -> None:
+        """The file's write-ahead log emptied (``SqliteFile.truncate_log``): after an erasure,
+        no frame of a forwarded entry with the erased lead's key stays in it."""
+        await self._file.truncate_log()
+
+    async def books_key(self, name: str) -> bytes | None:
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT key_wrapped FROM books_keys WHERE name = ?", (name,)).fetchone()
+            return None if row is None else bytes(row[0])
+        return await self._file.read(read)
+
+    async def keep_books_key(self, name: str, wrapped: bytes) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO books_keys VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET key_wrapped = "
+                         "excluded.key_wrapped", (name, wrapped))
+        await self._file.write(write)
 
     def claim(self) -> bool:
         """Whether this process is (now) the host's forwarder: a non-blocking lock on the file

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import frozen_2, rollups
 from .base import LedgerError
 
 if TYPE_CHECKING:
@@ -36,6 +37,35 @@ def shared(description: str, *statements: str) -> Migration:
     return Migration(description, tuple(s.format(blob="BLOB", json="TEXT") for s in statements),
                      tuple(s.format(blob="BYTEA", json="JSONB") for s in statements))
 
+
+#: Migration 6. A lead's data row gains the keyed hashes of its email and phone (what a
+#: deletion finds it by) and when it was erased. privacy_keys holds the keys of the books
+#: themselves, wrapped by the operator's key ("identifiers": the key of every keyed hash).
+#: suppressions is the opt-out list, numbered in the order entries were committed (writers
+#: take a lock first), which is how every worker's copy catches up.
+_PRIVACY = (
+    "ALTER TABLE lead_data ADD COLUMN email_hash {blob}",
+    "ALTER TABLE lead_data ADD COLUMN phone_hash {blob}",
+    "ALTER TABLE lead_data ADD COLUMN erased_at DOUBLE PRECISION",
+    "CREATE INDEX lead_data_email ON lead_data (email_hash)",
+    "CREATE INDEX lead_data_phone ON lead_data (phone_hash)",
+    "CREATE INDEX lead_data_kept ON lead_data (created_at) WHERE erased_at IS NULL",
+    """CREATE TABLE privacy_keys (
+        name TEXT PRIMARY KEY,
+        key_wrapped {blob} NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE suppressions (
+        seq {serial},
+        hash {blob} NOT NULL UNIQUE,
+        added_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE privacy_requests (
+        request_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        completed_at DOUBLE PRECISION,
+        leads_erased INTEGER NOT NULL)""",
+    "CREATE INDEX privacy_requests_received ON privacy_requests (received_at)",
+)
 
 #: Times are epoch seconds (double precision: a record reads back exactly as written),
 #: money is integer cents, the trace parts are JSON, the lead's data an opaque blob.
@@ -95,6 +125,60 @@ MIGRATIONS: tuple[Migration, ...] = (
             key_wrapped {blob},
             data {blob})""",
     ),
+    Migration(frozen_2.DESCRIPTION, frozen_2.SQLITE, frozen_2.POSTGRES),
+    # NULL for the pings recorded before: they were ranked by bid.
+    shared("the rule that ranked each ping's bids", "ALTER TABLE pings ADD COLUMN ranking TEXT"),
+    shared(
+        "returns, the money entries they book, the buyers' outcomes; a buyer's sales by time",
+        # One return per lead (lead_id unique); the sale's ids, prices and time are copied in,
+        # so a decision reads one row. status: approved, pending or denied.
+        """CREATE TABLE returns (
+            return_id TEXT PRIMARY KEY,
+            lead_id TEXT NOT NULL UNIQUE,
+            ping_id TEXT NOT NULL,
+            buyer_id TEXT NOT NULL,
+            seller_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            test BOOLEAN NOT NULL,
+            sold_at DOUBLE PRECISION NOT NULL,
+            buyer_price_cents BIGINT NOT NULL,
+            seller_price_cents BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            note TEXT,
+            status TEXT NOT NULL,
+            requested_at DOUBLE PRECISION NOT NULL,
+            decided_at DOUBLE PRECISION,
+            decided_by TEXT,
+            decision_note TEXT)""",
+        "CREATE INDEX returns_queue ON returns (status, requested_at, return_id)",
+        "CREATE INDEX returns_requested ON returns (requested_at, return_id)",
+        "CREATE INDEX returns_month ON returns (buyer_id, sold_at)",
+        # Money moved after a sale, never an edit of the sale: kind buyer_credit (the buyer's
+        # price back to the buyer) or seller_debit (the seller's price taken back from its payout).
+        """CREATE TABLE money (
+            entry_id TEXT PRIMARY KEY,
+            return_id TEXT NOT NULL,
+            lead_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            party_id TEXT NOT NULL,
+            cents BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            test BOOLEAN NOT NULL)""",
+        "CREATE INDEX money_party ON money (party_id, at)",
+        # The latest outcome a buyer told of each lead it bought.
+        """CREATE TABLE outcomes (
+            lead_id TEXT PRIMARY KEY,
+            buyer_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            value_cents BIGINT,
+            reported_at DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX sales_buyer ON sales (buyer_id, sold_at)",
+    ),
+    Migration("counters kept behind the rows: buyer and campaign levels without sub_id; SQLite's marks",
+              rollups.upgrade(postgres=False), rollups.upgrade(postgres=True)),
+    Migration("privacy: lead data sealed and findable by keyed hashes, the books' keys, opt-outs, requests",
+              *(tuple(s.format(blob=blob, serial=serial) for s in _PRIVACY)
+                for blob, serial in (("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"), ("BYTEA", "BIGSERIAL PRIMARY KEY")))),
 )
 
 LATEST = len(MIGRATIONS)

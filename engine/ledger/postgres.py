@@ -16,15 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
 
-from . import sql
+from ..privacy.keys import OperatorKey
+from ..privacy.vault import IDENTIFIER_KEY, first_identifier_key
+from . import codec, privacy, returns, rollups, sql
 from .base import Ledger, LedgerError, LedgerUnavailable, SoldCount, count_sales
 from .codec import TABLES, Entry, Row
 from .journal import Journal
 from .migrations import migrate_postgres
+from .returns import Purchase, PurchaseQuery
+from .rollups import ROLLUP_LOCK, RollupQuery, RunningQuery
+from .steps import Transaction, run_async
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -40,25 +46,65 @@ CONNECT_TIMEOUT_S = 5.0
 FORWARD_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 5.0
 FORWARD_BATCH = 2000
+#: After a batch that was not full, how long the forwarder lets the next one gather.
+GATHER_S = 1.0
 #: How often the forwarder looks for entries other workers of the host wrote.
 POLL_S = 0.5
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 2.0
 POOL_SIZE = 4
+#: Tries of a transaction of what follows a sale that PostgreSQL aborted (a deadlock it broke,
+#: a serialization failure): each try runs the transaction again from its first read.
+WRITE_TRIES = 5
 #: How long ``close`` lets the forwarder try to empty the journal.
 CLOSE_TIMEOUT_S = 5.0
 
 #: Refusals that are a wrong URL (user, password, database), not an outage: fail at open.
 _MISCONFIGURED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
-#: A connection that died under a read; the read is tried once more on a fresh one.
-_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)
+#: A connection that died under a read, or that had read PostgreSQL's last message (a
+#: shutdown's or a terminated backend's FATAL) but not yet seen it hang up, whose next query
+#: the driver refuses with an error of its own and drops it: the read is tried once more on
+#: a fresh connection.
+_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 _SELECT = {table: sql.numbered(sql.select(table)) for table in TABLES}
 _MOVE = {table: f"INSERT INTO {table} ({', '.join(TABLES[table])}) SELECT {', '.join(TABLES[table])} "
                 f"FROM incoming_{table} ON CONFLICT DO NOTHING" for table in TABLES}
+# The ping and post rows that were new (not resent) are the ones the counters count, in the
+# same transaction: an entry forwarded again adds no row and so counts nothing.
+_COUNTED = ("pings", "posts")
+_MOVE.update({table: f"{_MOVE[table]} RETURNING ping_id" for table in _COUNTED})
+_ROWS_OF = {table: f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE ping_id = ANY($1)" for table in _COUNTED}
+_WRITES = {statement: sql.numbered(statement) for statement, _ in rollups.writes({})}
 _SOLD_COUNTS = sql.numbered(sql.sold_counts())
 _SOLD_COUNTS_OF = sql.numbered(sql.sold_counts("AND campaign_id = ANY(?)"))
 _DROP = (sql.numbered(sql.DROP_POSTS), sql.numbered(sql.DROP_PINGS))
+_ERASE_ARRIVED = sql.numbered(privacy.ERASE_IF_SUPPRESSED.format(ids="SELECT lead_id FROM incoming_lead_data"))
+
+
+class _AbandonedCopy(logging.Filter):
+    """asyncpg makes a COPY's result future before it checks that the connection can start one.
+    When PostgreSQL's last message was read between two statements of the forwarder's
+    transaction, the COPY fails at once (the forwarder drops the connection and resends the
+    batch, and logs the outage), and the connection's loss then sets an exception on that
+    future which nothing awaits: asyncio would log an error for an outage already handled.
+    This drops that one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, asyncpg.ConnectionDoesNotExistError)
+                    and record.getMessage().startswith("Future exception was never retrieved"))
+
+
+_ABANDONED_COPY = _AbandonedCopy()
+
+
+async def _write_counts(conn: asyncpg.Connection, counts: rollups.Counts) -> None:
+    """Add counts to the counters in the caller's transaction, one host at a time."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", ROLLUP_LOCK)
+    for statement, rows in rollups.writes(counts):
+        if rows:
+            await conn.executemany(_WRITES[statement], rows)
 
 
 def redacted(url: str) -> str:
@@ -67,6 +113,10 @@ def redacted(url: str) -> str:
 
 
 class PostgresLedger(Ledger):
+    #: A sale this host just made can still be in its journal: a return or outcome of it waits
+    #: for the forwarder (about a second while PostgreSQL answers).
+    wait_for_sale_s = 10.0
+
     def __init__(self, url: str, journal: Journal, pool: asyncpg.Pool) -> None:
         self.url = redacted(url)
         self._dsn = url
@@ -86,6 +136,7 @@ class PostgresLedger(Ledger):
         """Open the journal and try PostgreSQL once (migrating it). A wrong user, password or
         database fails here; PostgreSQL merely unreachable does not: the host sells from the
         journal and the forwarder migrates when it first connects."""
+        logging.getLogger("asyncio").addFilter(_ABANDONED_COPY)  # once: a filter already there is not added again
         journal = await Journal.open(journal_path)
         try:
             pool = await asyncpg.create_pool(url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT_S)
@@ -108,6 +159,10 @@ class PostgresLedger(Ledger):
     @property
     def commits(self) -> int:
         return self._journal.commits
+
+    @property
+    def writable(self) -> bool:
+        return not self._journal.failing
 
     def backlog(self) -> int:
         return self._backlog
@@ -166,6 +221,44 @@ class PostgresLedger(Ledger):
                 found[i] = row
         return found
 
+    async def _read_steps(self, transaction: Transaction[T]) -> T:
+        async def work(conn: PoolConnectionProxy) -> T:
+            return await run_async(transaction, conn)
+        return await self._read(work)
+
+    async def _write_steps(self, transaction: Transaction[T]) -> T:
+        """In PostgreSQL, in one transaction (never through the journal: what follows a
+        sale is decided against every host's records, so it needs the shared books); tried
+        again when PostgreSQL aborted it."""
+        async def work(conn: PoolConnectionProxy) -> T:
+            for attempt in range(1, WRITE_TRIES + 1):
+                try:
+                    async with conn.transaction():
+                        return await run_async(transaction, conn)
+                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                    if attempt == WRITE_TRIES:
+                        raise
+            raise AssertionError("unreachable")
+        return await self._read(work)
+
+    async def purchases(self, query: PurchaseQuery) -> list[Purchase]:
+        """PostgreSQL's and the journal's sales it does not have yet, read as ``sold_counts`` reads
+        them (the journal first), so a sale forwarded in between is listed once."""
+        pending = [sale for sale in map(codec.sale_of, await self._journal.sales()) if returns.wanted(query, sale)]
+        stored = await super().purchases(query)
+        known = {purchase.sale.lead_id for purchase in stored}
+        waiting = [sale for sale in pending if sale.lead_id not in known]
+        if not waiting:
+            return stored
+        found = await self._find([lookup for sale in waiting
+                                  for lookup in (("lead_data", sale.lead_id), ("pings", sale.ping_id))])
+        for i, sale in enumerate(waiting):
+            data, ping = found[2 * i], found[2 * i + 1]
+            stored.append(Purchase(sale, None if data is None else self.open_lead(data[0], data[2], data[3]),
+                                   None if ping is None else codec.record_of(ping, None).ping, None))
+        stored.sort(key=lambda purchase: (purchase.sale.sold_at, purchase.sale.lead_id), reverse=True)
+        return stored[:query.limit]
+
     async def sold_counts(self, since_hour: float, since_day: float,
                           campaign_ids: Sequence[str] | None = None) -> dict[str, SoldCount]:
         """PostgreSQL's counts plus the journal's sales it does not have yet. The journal is
@@ -189,6 +282,47 @@ class PostgresLedger(Ledger):
         counts = {cid: SoldCount(hourly, daily, cents) for cid, hourly, daily, cents in counted}
         count_sales(counts, [row for row in pending if row[0] not in present], since_hour, since_day, campaign_ids)
         return counts
+
+    async def rollups(self, query: RollupQuery | RunningQuery) -> list[Row]:
+        """From PostgreSQL alone: what waits in a journal counts once it is forwarded (within
+        about a second, while PostgreSQL answers)."""
+        statement, params = rollups.select(query)
+
+        async def fetch(conn: PoolConnectionProxy) -> list[Row]:
+            return [tuple(record) for record in await conn.fetch(sql.numbered(statement), *params)]
+        return await self._read(fetch)
+
+    async def _books_key(self, key: OperatorKey) -> bytes:
+        """From PostgreSQL, kept in the journal too; while PostgreSQL cannot be reached, the
+        journal's copy, or (a host's first start) the key new books start with, which is
+        the books' key unless the operator's key was rotated since they were made."""
+        try:
+            wrapped = await super()._books_key(key)
+        except LedgerUnavailable as exc:
+            kept = await self._journal.books_key(IDENTIFIER_KEY)
+            log.warning("books' keys from the journal", extra={"event": {
+                "event": "ledger", "ledger": self.url, "error": str(exc), "copy": kept is not None}})
+            return kept if kept is not None else first_identifier_key(key)
+        await self._journal.keep_books_key(IDENTIFIER_KEY, wrapped)
+        return wrapped
+
+    async def _seal_plain(self) -> None:
+        try:
+            await super()._seal_plain()
+        except LedgerUnavailable:
+            pass  # sealed at the next start that reaches PostgreSQL
+
+    async def _scrub(self) -> None:
+        """Erased rows' dead versions reclaimed (PostgreSQL's own log and backups keep theirs
+        until they are recycled: see docs/privacy.md), and the journal's log emptied of
+        forwarded entries (the journal zeroes an entry's pages as it deletes it)."""
+        async def vacuum(conn: PoolConnectionProxy) -> None:
+            await conn.execute("VACUUM lead_data")
+        try:
+            await self._read(vacuum)
+        except LedgerUnavailable as exc:
+            log.warning("vacuum postponed", extra={"event": {"event": "privacy", "error": str(exc)}})
+        await self._journal.truncate_log()
 
     async def drop_traffic_before(self, cutoff: float) -> int:
         async def chunk(conn: PoolConnectionProxy) -> int:
@@ -229,9 +363,18 @@ class PostgresLedger(Ledger):
         conn = await self._connection()
         async with asyncio.timeout(FORWARD_TIMEOUT_S):
             async with conn.transaction():
+                fresh: dict[str, list[str]] = {}
                 for table, rows in by_table.items():
                     await conn.copy_records_to_table(f"incoming_{table}", records=rows, columns=TABLES[table])
-                    await conn.execute(_MOVE[table])
+                    if table in _COUNTED:
+                        fresh[table] = [record[0] for record in await conn.fetch(_MOVE[table])]
+                    else:
+                        await conn.execute(_MOVE[table])
+                if "lead_data" in by_table:
+                    await conn.execute(_ERASE_ARRIVED, time.time())
+                if any(fresh.values()):
+                    await self._count(conn, fresh, {row[0]: row for row in by_table.get("pings", ())},
+                                      {row[0]: row for row in by_table.get("posts", ())})
         await self._journal.forwarded(pending[-1][0])
         self.forwarded += len(pending)
         return len(pending)
@@ -271,6 +414,24 @@ class PostgresLedger(Ledger):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+            elif moved < FORWARD_BATCH and not self._closing:
+                # Let the next batch gather: the counters pay one upsert per key per batch,
+                # so a batch of a second's records costs far less than many small ones.
+                await asyncio.sleep(GATHER_S)
+
+    async def _count(self, conn: asyncpg.Connection, fresh: dict[str, list[str]], pings: dict[str, Row],
+                     posts: dict[str, Row]) -> None:
+        """Add the fresh rows to the counters, in the caller's transaction. A post's ping row
+        is in this batch, or in PostgreSQL from an earlier one."""
+        missing = [ping_id for ping_id in fresh.get("posts", ()) if ping_id not in pings]
+        if missing:
+            pings.update({record[0]: tuple(record) for record in await conn.fetch(_ROWS_OF["pings"], missing)})
+        counts: rollups.Counts = {}
+        for ping_id in fresh.get("pings", ()):
+            rollups.count_rows(counts, pings.get(ping_id), None)
+        for ping_id in fresh.get("posts", ()):
+            rollups.count_rows(counts, pings.get(ping_id), posts[ping_id])
+        await _write_counts(conn, counts)
 
     def _drop_connection(self) -> None:
         if self._conn is not None:

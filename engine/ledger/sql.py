@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import re
 
-from .base import DROP_CHUNK
 from .codec import KEYS, TABLES
+
+#: Rows retention deletes per transaction, so a large purge never holds the writer for long.
+DROP_CHUNK = 5000
 
 
 def insert(table: str) -> str:
@@ -38,6 +40,13 @@ DROP_PINGS = ("DELETE FROM pings WHERE ping_id IN (SELECT ping_id FROM pings p W
               f"AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.ping_id = p.ping_id) LIMIT {DROP_CHUNK})")
 DROP_POSTS = ("DELETE FROM posts WHERE ping_id IN (SELECT ping_id FROM posts p WHERE posted_at < ? "
               f"AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.ping_id = p.ping_id) LIMIT {DROP_CHUNK})")
+
+
+def counted_only(drop: str, table: str, marks: str) -> str:
+    """A retention statement that drops only rows the counters have counted (SQLite: rowids at
+    or below the table's mark)."""
+    return drop.replace(" LIMIT ", f" AND p.rowid <= (SELECT counted_through FROM {marks} WHERE name = '{table}') "
+                                   "LIMIT ")
 
 
 def numbered(statement: str) -> str:

@@ -15,6 +15,7 @@ The ledger's SQLite backend and the PostgreSQL backend's local journal are both 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 
 from .base import LedgerUnavailable
 
+log = logging.getLogger("pingpost.ledger")
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
 
@@ -49,6 +51,8 @@ def connect(path: str) -> sqlite3.Connection:
             if mode != "wal":
                 raise LedgerUnavailable(f"{path}: write-ahead logging is not available (journal_mode={mode})")
             conn.execute("PRAGMA synchronous=FULL")
+            # What is deleted or overwritten is zeroed on its page, not left in free space.
+            conn.execute("PRAGMA secure_delete=ON")
         except BaseException:
             conn.close()
             raise
@@ -63,6 +67,8 @@ class SqliteFile:
     def __init__(self, path: str, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
         self.path = path
         self.commits = 0
+        #: Whether the last transaction failed; see ``Ledger.writable``.
+        self.failing = False
         self._writer = writer
         self._reader = reader
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -103,6 +109,21 @@ class SqliteFile:
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"{self.path}: {exc}") from None
 
+    async def truncate_log(self, tries: int = 20) -> None:
+        """Copy the write-ahead log into the database and empty it, so no page image older
+        than the database's own (an erased row's, say) is left in the log file. Another
+        process's reader can hold the log for a while: then it is logged, and the next call
+        (or the last connection's close) empties it."""
+        def checkpoint(conn: sqlite3.Connection) -> bool:
+            busy: int = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            return busy == 0
+        for _ in range(tries):
+            if await self.read(checkpoint):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("log not truncated", extra={"event": {"event": "privacy", "file": self.path,
+                                                          "error": "the write-ahead log is in use"}})
+
     async def close(self) -> None:
         """Commit what was handed over, then close both connections."""
         if self._closed:
@@ -142,7 +163,9 @@ class SqliteFile:
             results = [job.work(conn) for job in batch]
             conn.execute("COMMIT")
             self.commits += 1
+            self.failing = False
         except Exception as exc:
+            self.failing = True
             error = LedgerUnavailable(f"{self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
             try:
                 if conn.in_transaction:

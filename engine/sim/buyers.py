@@ -1,8 +1,9 @@
 """Simulated buyers: many campaigns' ping and post endpoints on one port.
 
 URL form: ``POST /<campaign_id>/ping``, ``POST /<campaign_id>/post``, ``GET /stats``.
-Each campaign answers per the buyer protocol (docs/buyer-protocol.md) with the latency,
-bids, no-bids, timeouts, errors and rejects of its profile (docs/simulator.md).
+Each campaign answers per the buyer protocol (docs/buyer-protocol.md), or in a buyer's own
+format its profile gives as ``answers`` templates, with the latency, bids, no-bids,
+timeouts, errors and rejects of its profile (docs/simulator.md).
 
 A load test must measure the exchange, not this simulator, so it is a bare asyncio
 ``Protocol`` over httptools rather than an aiohttp app: no task per request (latency is a
@@ -64,8 +65,22 @@ class Behaviour(Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("post_timeout_rate + post_error_rate + reject_rate is above 1")
 
 
+class Answers(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A buyer's own answer format, for a campaign the exchange reaches with a custom format:
+    one template per kind of answer, where ``{price}`` (``12.34``), ``{id}`` (unique per
+    answer) and ``{reason}`` (a reject's) are filled in; always ``200``, of ``content_type``.
+    A kind without a template is answered as the exchange's protocol answers it."""
+
+    content_type: Annotated[str, Meta(pattern=r"^[\x21-\x7e][\x20-\x7e]*(?!\n)$")] = "application/json"
+    bid: str | None = None
+    no_bid: str | None = None
+    accept: str | None = None
+    reject: str | None = None
+
+
 class CampaignBehaviour(Behaviour, kw_only=True, forbid_unknown_fields=True):
     id: CampaignId
+    answers: Answers | None = None
 
 
 class Profile(Struct, kw_only=True):
@@ -127,17 +142,18 @@ def _convert(raw: dict[str, Any], typ: type[Struct], where: str) -> Any:
 # Answers ---------------------------------------------------------------------------------
 
 
-def _http(status: bytes, body: bytes = b"") -> bytes:
+def _http(status: bytes, body: bytes = b"", content_type: bytes = b"application/json") -> bytes:
     if not body:
         return b"HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n" % status
-    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
+    return b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (status, content_type, len(body),
+                                                                                   body)
 
 
 _NO_BIDS = (_http(b"204 No Content"), _http(b"200 OK", b'{"bid":0}'))
 _ERRORS = (_http(b"500 Internal Server Error", b'{"error":"simulated failure"}'),
            _http(b"200 OK", b'{"bid": 1.5, "bid_'))
-_REJECTS = tuple(_http(b"200 OK", b'{"accepted":false,"reason":"%s"}' % reason)
-                 for reason in (b"duplicate", b"outside_service_area", b"invalid_phone", b"cap_reached"))
+_REASONS = (b"duplicate", b"outside_service_area", b"invalid_phone", b"cap_reached")
+_REJECTS = tuple(_http(b"200 OK", b'{"accepted":false,"reason":"%s"}' % reason) for reason in _REASONS)
 _NOT_FOUND = _http(b"404 Not Found", b'{"error":"unknown campaign"}')
 _NOT_ALLOWED = _http(b"405 Method Not Allowed", b'{"error":"method not allowed"}')
 _BAD_REQUEST = _http(b"400 Bad Request", b'{"error":"malformed HTTP request"}')
@@ -163,19 +179,33 @@ class _Kind:
 
 
 class _Campaign:
-    """One campaign's behaviour and counters, for its pings and for its posts."""
+    """One campaign's behaviour and counters, for its pings and for its posts; ``kind`` and
+    the bid and accept templates: a buyer's own format (None: the exchange's protocol)."""
 
-    __slots__ = ("key", "span", "hold", "cents", "ping", "post")
+    __slots__ = ("key", "span", "hold", "cents", "ping", "post", "kind", "bid", "accept")
 
-    def __init__(self, campaign_id: str, b: Behaviour) -> None:
+    def __init__(self, campaign_id: str, b: Behaviour, answers: Answers | None = None) -> None:
         self.key = campaign_id.encode()
         self.span = 2 * b.jitter_ms / 1000
         self.hold = b.hold_s
         self.cents = (round(b.bid_min * 100), round(b.bid_max * 100))
-        self.ping = _Kind((b.timeout_rate, b.error_rate, b.no_bid_rate), (b.latency_ms - b.jitter_ms) / 1000,
-                          _NO_BIDS)
+        no_bids: tuple[bytes, ...] = _NO_BIDS
+        rejects: tuple[bytes, ...] = _REJECTS
+        self.kind: bytes | None = None
+        self.bid: bytes | None = None
+        self.accept: bytes | None = None
+        if answers is not None:
+            kind = self.kind = answers.content_type.encode()
+            if answers.no_bid is not None:
+                no_bids = (_http(b"200 OK", answers.no_bid.encode(), kind),)
+            if answers.reject is not None:
+                reject = answers.reject.encode()
+                rejects = tuple(_http(b"200 OK", reject.replace(b"{reason}", reason), kind) for reason in _REASONS)
+            self.bid = None if answers.bid is None else answers.bid.encode()
+            self.accept = None if answers.accept is None else answers.accept.encode()
+        self.ping = _Kind((b.timeout_rate, b.error_rate, b.no_bid_rate), (b.latency_ms - b.jitter_ms) / 1000, no_bids)
         self.post = _Kind((b.post_timeout_rate, b.post_error_rate, b.reject_rate),
-                          (b.post_latency_ms - b.jitter_ms) / 1000, _REJECTS)
+                          (b.post_latency_ms - b.jitter_ms) / 1000, rejects)
 
     def counters(self) -> dict[str, int]:
         return {**dict(zip(PING_COUNTERS, self.ping.counts)), **dict(zip(POST_COUNTERS, self.post.counts))}
@@ -196,7 +226,7 @@ class Simulator:
         self.rng = random.Random(seed)
         self.default = profile.default
         self.any_campaign = profile.any_campaign
-        self.campaigns = {c.id.encode(): _Campaign(c.id, c) for c in profile.campaigns}
+        self.campaigns = {c.id.encode(): _Campaign(c.id, c, c.answers) for c in profile.campaigns}
         self.connections: set[_Connection] = set()
         self.accepted_connections = 0
         self.seq = 0
@@ -220,7 +250,7 @@ class Simulator:
         campaign = self.campaigns.get(campaign_id) or self._unlisted(campaign_id)
         if campaign is None:
             return _NOT_FOUND, 0.0
-        if method != b"POST":
+        if method != b"POST" and (campaign.kind is None or method not in (b"GET", b"PUT")):
             return _NOT_ALLOWED, 0.0
         if action == b"ping":
             return self._answer(campaign, campaign.ping, self._bid)
@@ -255,10 +285,15 @@ class Simulator:
     def _bid(self, c: _Campaign) -> bytes:
         cents = self.rng.randint(*c.cents)
         self.seq += 1
+        if c.bid is not None and c.kind is not None:
+            price, ident = b"%d.%02d" % (cents // 100, cents % 100), b"%s-%d" % (c.key, self.seq)
+            return _http(b"200 OK", c.bid.replace(b"{price}", price).replace(b"{id}", ident), c.kind)
         return _http(b"200 OK", b'{"bid":%d.%02d,"bid_id":"%s-%d"}' % (cents // 100, cents % 100, c.key, self.seq))
 
     def _accept(self, c: _Campaign) -> bytes:
         self.seq += 1
+        if c.accept is not None and c.kind is not None:
+            return _http(b"200 OK", c.accept.replace(b"{id}", b"%s-L%d" % (c.key, self.seq)), c.kind)
         return _http(b"200 OK", b'{"accepted":true,"lead_id":"%s-L%d"}' % (c.key, self.seq))
 
     def stats(self) -> bytes:

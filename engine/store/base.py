@@ -1,27 +1,36 @@
 """The store interface: everything that must outlive one request or be shared by workers.
 
-The auction talks only to this interface. Two things shape it:
+The auction talks only to this interface. Four things shape it:
 
 * the hot path must not wait on the store more than the contract allows, so each ping
   writes everything in one call (``save_ping``) and reads caps and benches from a local
   view (``blocks``), which the store keeps current;
 * caps are never exceeded under concurrent posts, so an offer first *reserves* its share
-  of the cap, and the reservation is committed on accept or released on reject.
+  of the cap, and the reservation is committed on accept or released on reject;
+* caps are never exceeded when the store forgets its counts either (a Redis that comes
+  back empty, a memory store's process restarted): given a ``Recount``, the store refills
+  them from the ledger's sales before it counts again;
+* ``expected`` ranking weighs bids by each campaign's accept rate: live offers' outcomes are
+  counted (``count_offer``, a write the cascade defers) and read back like caps, as a local
+  view (``accept_ppm``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, NamedTuple, Sequence
 
 from .. import money
 from ..config import Campaign, ExchangeSettings, zone
+from ..ledger.base import SoldCount
 from ..targeting import BENCHED, CAPPED, OPEN
 from ..trace import PingRecord, PostRecord
+from .accepts import AcceptRates
 
 
 #: How stale the local view of caps and benches may get.
@@ -32,8 +41,26 @@ Clock = Callable[[], float]
 clock they move, so an expiry needs no sleep."""
 
 
+Recount = Callable[[float, float], Awaitable[dict[str, SoldCount]]]
+"""The ledger's live sales per campaign (absent: none) since the cap hour and day began
+(epoch seconds): ``Ledger.sold_counts``. The ledger knows every sale, so it is what counts the
+store lost are refilled from; raising means they cannot be known now. One call counts every
+campaign: a loss takes them all, and the day's sales are read through either way."""
+
+NOTHING_SOLD = SoldCount(0, 0, 0)
+
+RECOUNT_DEADLINE_S = 10.0
+"""Backstop for one ``Recount``: a ledger that hangs must not hold the posts waiting on it
+(and the store's ``close``) for ever. Generous, since a busy day's count takes a while."""
+
+
 class StoreUnavailable(Exception):
     """The shared store cannot be reached; the server answers 503 store_unavailable."""
+
+
+class CountsUnknown(StoreUnavailable):
+    """The store lost cap counts and the ledger cannot recount them now: nothing is counted
+    until it can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +128,32 @@ class Reservation:
 @dataclass(frozen=True, slots=True)
 class OpenedPost:
     """What ``open_post`` found: the ping (None if unknown), the first post's result if it
-    finished, and whether this caller now holds the post lock."""
+    finished, whether this caller now holds the post lock, and whether a post held it before
+    without storing a result (its cascade may have finished and its result been lost: the
+    caller asks the books before running it again)."""
 
     record: PingRecord | None
     result: PostRecord | None
     acquired: bool
+    retried: bool = False
+
+
+class Failures(NamedTuple):
+    """Failed sign-ins under one key: how many, and the time of the latest."""
+
+    failed: int
+    latest: float
 
 
 class Store(ABC):
-    """Shared state. ``blocks[i]`` and ``last_bids[i]`` follow ``campaign_ids[i]``."""
+    """Shared state. ``blocks[i]``, ``last_bids[i]`` and ``accept_ppm[i]`` follow ``campaign_ids[i]``."""
 
     #: Pause between refreshes; a store whose refresh costs a round trip pauses less so
     #: the view still stays within ``REFRESH_S``.
     refresh_s: float = REFRESH_S
+    #: Whether every call finishes without waiting on anything outside the process (the
+    #: memory store): such a store needs no deadline around a call to answer in time.
+    in_process: bool = False
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -123,14 +163,23 @@ class Store(ABC):
         self.limits: list[Limits] = []
         self.blocks = bytearray()
         self.last_bids: list[int] = []
+        #: Accept rates by campaign number (read only while the config ranks by ``expected``).
+        self.accepts = AcceptRates()
         self.exchange = ExchangeSettings()
         self._tz: datetime.tzinfo = datetime.timezone.utc
         self._refresher: asyncio.Task[None] | None = None
+        self.recount: Recount | None = None
 
-    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings) -> None:
-        """Take the campaigns' numbering and fill the view, then keep it fresh."""
+    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings,
+                    recount: Recount | None = None) -> None:
+        """Take the campaigns' numbering and fill the view, then keep it fresh. With ``recount``
+        the store refills counts it lost from the ledger (the first refresh does so for what
+        was lost before the start); without, lost counts start again from zero. A ledger
+        that cannot count yet does not stop the start: reservations fail until it can."""
+        self.recount = recount
         self.adopt(Numbering.of(campaigns, exchange))
-        await self.refresh()
+        with contextlib.suppress(CountsUnknown):
+            await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     def adopt(self, numbering: Numbering) -> None:
@@ -147,8 +196,15 @@ class Store(ABC):
         self.blocks = bytearray(OPEN if block == CAPPED and not limits.any_cap else block
                                 for (block, _), limits in zip(carried, self.limits))
         self.last_bids = [bid for _, bid in carried]
+        self.accepts.adopt(numbering.campaign_ids, numbering.numbers, numbering.exchange)
         self.exchange = numbering.exchange
         self._tz = numbering.tz
+
+    @property
+    def accept_ppm(self) -> list[int]:
+        """Each campaign's accept rate in parts per million, by campaign number. A new list
+        with each config, so a reader keeps one numbered like the campaigns it read with."""
+        return self.accepts.ppm
 
     async def _refresh_forever(self) -> None:
         """Keep the view within ``REFRESH_S`` of the truth; a failed refresh is retried next tick."""
@@ -169,6 +225,26 @@ class Store(ABC):
         """Clock hour and day in the exchange's time zone, the units caps count in."""
         local = datetime.datetime.fromtimestamp(now, self._tz)
         return local.strftime("%Y%m%d%H"), local.strftime("%Y%m%d")
+
+    def bucket_starts(self, now: float) -> tuple[float, float]:
+        """When the cap hour and day of ``now`` began (epoch seconds), what ``Recount`` takes.
+        The first of a repeated hour (clocks going back) starts a bucket that holds both."""
+        local = datetime.datetime.fromtimestamp(now, self._tz)
+        return (local.replace(minute=0, second=0, microsecond=0, fold=0).timestamp(),
+                local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0).timestamp())
+
+    async def sold(self, now: float) -> dict[str, SoldCount]:
+        """The ledger's sales per campaign in the cap hour and day of ``now``. If the
+        ledger cannot answer, the store cannot know what it lost, and refuses to count:
+        ``CountsUnknown``."""
+        assert self.recount is not None, "only a store given a recount refills its counts"
+        since_hour, since_day = self.bucket_starts(now)
+        try:
+            async with asyncio.timeout(RECOUNT_DEADLINE_S):
+                return await self.recount(since_hour, since_day)
+        except Exception as e:
+            raise CountsUnknown(f"cap counts were lost and the ledger could not recount them: "
+                                f"{str(e) or type(e).__name__}") from e
 
     def index_of(self, campaign_id: str) -> int:
         return self._numbers[campaign_id]
@@ -219,9 +295,46 @@ class Store(ABC):
     async def remember(self, buyer_id: str, keys: Sequence[str], days: int) -> None:
         """The buyer accepted a lead with these keys; remember it for ``days``."""
 
+    @abstractmethod
+    async def count_offer(self, ping_id: str, campaign_id: str, accepted: bool, at: float) -> None:
+        """A live offer of this ping's lead to the campaign ended at ``at``: the buyer took it
+        or not. Counted for the accept rates once, however often the call is repeated, and
+        only while the config ranks by ``expected``."""
+
     # The local view --------------------------------------------------------------------
 
     @abstractmethod
     async def refresh(self) -> None:
         """Bring ``blocks`` up to date (cap rollover, bench expiry, other workers' sales)."""
+
+    # The dashboard ---------------------------------------------------------------------
+    #
+    # Sessions and failed sign-ins live here, not in one process, so that every worker
+    # knows every session and counts every failure. The store keeps opaque bytes under
+    # keys the dashboard has already hashed: it learns neither tokens nor addresses.
+
+    @abstractmethod
+    async def put_session(self, session_id: str, data: bytes, keep_s: float) -> None:
+        """Keep a dashboard session for ``keep_s`` from now (writing it again extends it)."""
+
+    @abstractmethod
+    async def get_session(self, session_id: str) -> bytes | None:
+        """The session's bytes, or None once it expired or was dropped."""
+
+    @abstractmethod
+    async def drop_session(self, session_id: str) -> None:
+        """Sign-out: the session is gone for every worker at once."""
+
+    @abstractmethod
+    async def note_failures(self, keys: Sequence[str], keep_s: float) -> None:
+        """One more failed sign-in under each key (a user, an address), each key's count
+        kept ``keep_s`` from its latest failure; the time is the store's clock."""
+
+    @abstractmethod
+    async def failures(self, keys: Sequence[str]) -> list[Failures]:
+        """Each key's failed sign-ins and when the latest was (``Failures(0, 0.0)`` when none)."""
+
+    @abstractmethod
+    async def clear_failures(self, keys: Sequence[str]) -> None:
+        """A sign-in succeeded: its user's count starts again."""
 

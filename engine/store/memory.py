@@ -1,7 +1,8 @@
 """The embedded store: one worker's state in plain dicts, no I/O.
 
-Every method completes without awaiting anything, so a ping or post never yields to the
-event loop inside the store and check-then-update sequences are atomic by construction.
+Every method completes without awaiting anything (but the one recount at start, see
+``_count_sold``), so a ping or post never yields to the event loop inside the store and
+check-then-update sequences are atomic by construction.
 Records are kept packed (msgpack bytes, as in Redis): hundreds of thousands of pending
 pings then cost a few hundred bytes each and nothing to the garbage collector.
 """
@@ -15,10 +16,17 @@ from typing import Sequence
 
 from ..targeting import BENCHED
 from ..trace import PingRecord, PostRecord, pack, unpack
-from .base import Clock, OpenedPost, Reservation, Store
+from .base import Clock, Failures, OpenedPost, Reservation, Store
+
+
+#: Sessions and failure counts kept before a refresh drops the expired ones: a flood of
+#: failed sign-ins from many addresses cannot grow the process without bound.
+_SWEEP_ABOVE = 10_000
 
 
 class MemoryStore(Store):
+    in_process = True
+
     def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)
         self._records: dict[str, bytes] = {}
@@ -29,6 +37,9 @@ class MemoryStore(Store):
         self._timeouts: defaultdict[str, deque[float]] = defaultdict(deque)
         self._benched_until: dict[str, float] = {}
         self._dupes: dict[tuple[str, str], float] = {}
+        self._counted_sold = False
+        self._sessions: dict[str, tuple[float, bytes]] = {}
+        self._failures: dict[str, tuple[float, Failures]] = {}
 
     async def save_ping(self, record: PingRecord, keep_s: float, timed_out: Sequence[str],
                         bids: Sequence[tuple[str, int]]) -> None:
@@ -58,10 +69,11 @@ class MemoryStore(Store):
         if record is None or record.post is not None:
             return OpenedPost(record, record.post if record else None, False)
         now = self.clock()
-        if self._locks.get(ping_id, 0.0) > now:
+        held = self._locks.get(ping_id)
+        if held is not None and held > now:
             return OpenedPost(record, None, False)
         self._locks[ping_id] = now + lock_s
-        return OpenedPost(record, None, True)
+        return OpenedPost(record, None, True, retried=held is not None)
 
     async def finish_post(self, ping_id: str, result: PostRecord) -> None:
         if ping_id in self._records:
@@ -79,6 +91,7 @@ class MemoryStore(Store):
         return h, d, b
 
     async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+        await self._count_sold(now)
         i = self.index_of(campaign_id)
         hour, day = self.buckets(now)
         if self.limits[i].exceeded(*self._counted(i, hour, day), cents):
@@ -110,14 +123,37 @@ class MemoryStore(Store):
         for key in keys:
             self._dupes[(buyer_id, key)] = until
 
+    async def count_offer(self, ping_id: str, campaign_id: str, accepted: bool, at: float) -> None:
+        if self.accepts.enabled:
+            self.accepts.count(f"{ping_id}|{campaign_id}", campaign_id, accepted, at)
+
+    async def _count_sold(self, now: float) -> None:
+        """A process starts with no counts, yet may have sold this hour before it restarted:
+        the ledger's sales of the hour and day are counted once, by the refresh ``start``
+        makes, or, if the ledger could not answer then, before the next reservation (which
+        fails while it cannot). Later the process counts every sale itself."""
+        if self.recount is None or self._counted_sold:
+            return
+        hour, day = self.buckets(now)
+        for campaign_id, sold in (await self.sold(now)).items():
+            for key, n in zip(self._keys(campaign_id, hour, day), sold):
+                self._counts[key] = max(self._counts[key], n)
+        self._counted_sold = True
+
     def _update_block(self, i: int, hour: str, day: str, now: float) -> None:
         benched = self._benched_until.get(self.campaign_ids[i], 0.0) > now
         self.blocks[i] = self.limits[i].block(benched, *self._counted(i, hour, day))
 
     async def refresh(self) -> None:
+        now = self.clock()
+        try:
+            await self._count_sold(now)
+        finally:
+            self._upkeep(now)
+
+    def _upkeep(self, now: float) -> None:
         """Only a cap or a bench can block a campaign, so only those are looked at: a
         refresh over 10,000 campaigns must not hold the event loop for milliseconds."""
-        now = self.clock()
         hour, day = self.buckets(now)
         for campaign_id, until in list(self._benched_until.items()):
             if until <= now:
@@ -132,5 +168,34 @@ class MemoryStore(Store):
             self._records.pop(ping_id, None)
             self._posts.pop(ping_id, None)
             self._locks.pop(ping_id, None)
+        if self.accepts.enabled:
+            self.accepts.expire(now)
         if len(self._dupes) > 100_000:
             self._dupes = {k: t for k, t in self._dupes.items() if t > now}
+        if len(self._sessions) + len(self._failures) > _SWEEP_ABOVE:
+            self._sessions = {k: kept for k, kept in self._sessions.items() if kept[0] > now}
+            self._failures = {k: kept for k, kept in self._failures.items() if kept[0] > now}
+
+    async def put_session(self, session_id: str, data: bytes, keep_s: float) -> None:
+        self._sessions[session_id] = (self.clock() + keep_s, data)
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        until, data = self._sessions.get(session_id, (0.0, b""))
+        return data if until > self.clock() else None
+
+    async def drop_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def note_failures(self, keys: Sequence[str], keep_s: float) -> None:
+        now = self.clock()
+        for key, (count, _) in zip(keys, await self.failures(keys)):
+            self._failures[key] = (now + keep_s, Failures(count + 1, now))
+
+    async def failures(self, keys: Sequence[str]) -> list[Failures]:
+        now = self.clock()
+        none = (0.0, Failures(0, 0.0))
+        return [kept[1] if (kept := self._failures.get(key, none))[0] > now else none[1] for key in keys]
+
+    async def clear_failures(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._failures.pop(key, None)

@@ -13,6 +13,10 @@ Three choices carry the design (docs/store.md has the key layout and the cost of
 * Short timeouts and no retries: a lost Redis shows as ``StoreUnavailable`` within about
   half a second, a reservation then fails closed, and the refresh loop keeps trying so
   the store resumes by itself.
+* A Redis that comes back without its data has forgotten the cap counts. Each campaign's
+  counters carry a marker that goes with them; without it, ``reserve`` counts nothing until
+  the counters are refilled from the ledger (``Recount``), and the refresh refills what it
+  finds gone, so capped campaigns show as capped again without waiting for a post.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from redis.exceptions import (ClusterError, ConnectionError as RedisConnectionEr
                               TimeoutError as RedisTimeoutError, TryAgainError)
 
 from ..config import Campaign, ExchangeSettings
-from ..targeting import BENCHED, OPEN
+from ..targeting import BENCHED, CAPPED, OPEN
 from ..trace import PingRecord, PostRecord, pack, unpack
-from .base import Clock, OpenedPost, Reservation, Store, StoreUnavailable
+from .accepts import AcceptRates
+from .base import NOTHING_SOLD, Clock, Failures, OpenedPost, Recount, Reservation, Store, StoreUnavailable
 
 SOCKET_TIMEOUT_S = 0.5
 """Connect and reply timeout of every Redis socket: how long a lost Redis may stall a call."""
@@ -82,7 +87,14 @@ BENCH_VIEW = _Script.load("bench_view", "_clock")
 VIEW = _Script.load("view", *_CAPS)
 RESERVE = _Script.load("reserve", *_CAPS)
 SETTLE = _Script.load("settle", *_CAPS)
-_BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, BENCH_VIEW, VIEW, RESERVE, SETTLE)}
+REFILL = _Script.load("refill", *_CAPS)
+ACCEPT = _Script.load("accept")
+ACCEPT_VIEW = _Script.load("accept_view")
+_BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, BENCH_VIEW, VIEW, RESERVE, SETTLE, REFILL, ACCEPT,
+                              ACCEPT_VIEW)}
+
+RESERVED, COUNTS_LOST = 1, -1
+"""What the reserve script answers first, besides 0 (at a cap)."""
 
 LAST_BIDS = "pp:bids"
 BENCHED_UNTIL = "pp:{bench}:until"
@@ -91,16 +103,17 @@ Benches are written only when a buyer times out, so one hash tag (one slot on a 
 carries them easily."""
 
 
-def _ping_keys(ping_id: str) -> tuple[str, str, str]:
-    """Record, post result and post lock of one ping."""
+def _ping_keys(ping_id: str) -> tuple[str, str, str, str]:
+    """Record, post result, post lock and "a post took the lock before" of one ping."""
     tag = f"pp:{{ping:{ping_id}}}:"
-    return tag + "rec", tag + "post", tag + "lock"
+    return tag + "rec", tag + "post", tag + "lock", tag + "tried"
 
 
 def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, ...]:
     """The keys the cap scripts take, in the order lua/_caps.lua names them."""
     tag = f"pp:{{camp:{campaign_id}}}:"
-    return tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "swept"
+    return (tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "swept", tag + "primed",
+            tag + "committed:" + day)
 
 
 def _timeouts_key(campaign_id: str) -> str:
@@ -110,6 +123,38 @@ def _timeouts_key(campaign_id: str) -> str:
 
 def _dup_key(buyer_id: str, key: str) -> str:
     return f"pp:{{dup:{buyer_id}}}:{key}"
+
+
+def _session_key(session_id: str) -> str:
+    return f"pp:session:{session_id}"
+
+
+def _failures_key(key: str) -> str:
+    """A hash of ``n`` (failed sign-ins) and ``at`` (the latest, the store's clock)."""
+    return f"pp:signin:{key}"
+
+
+def _accept_keys(slice_ms: int, number: int) -> tuple[str, str, str]:
+    """One slice's accept counts, the offers it counted and its log (lua/accept.lua). Every
+    campaign's counts are in one hash, so that a worker reads a slice whole in one call, and
+    every slice shares the tag {accept}. The slice length is in the name: a window changed by
+    a reload counts afresh."""
+    tag = f"pp:{{accept}}:{slice_ms}:{number}:"
+    return tag + "n", tag + "seen", tag + "log"
+
+
+def _read_slice(accepts: AcceptRates, number: int, reply: list[Any], now: float) -> None:
+    """An ``accept_view`` answer into the worker's view."""
+    whole, length, first, items = reply
+    position = (length, first)
+    if whole:
+        counts: dict[str, list[int]] = {}
+        for name, value in zip(items[::2], items[1::2]):
+            counts.setdefault(name[2:].decode(), [0, 0])[name[:2] == b"a:"] = int(value)
+        accepts.put(number, counts, position, now)
+    else:  # the log's first entry, "#<mark>", names it and is no offer
+        accepts.extend(number, [(entry[1:].decode(), entry[:1] == b"1") for entry in items if entry[:1] != b"#"],
+                       position, now)
 
 
 def _why(error: BaseException) -> str:
@@ -178,10 +223,16 @@ class RedisStore(Store):
         self._client: Redis | RedisCluster | None = None
         self._queue: list[_Call] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refills: dict[str, asyncio.Task[None]] = {}
+        #: This worker's reservations not yet settled, by token: a refill opens them again.
+        self._open: dict[str, Reservation] = {}
+        #: The refill each capped campaign's counts came from, as this worker last saw it.
+        self._refilled_by: dict[str, bytes] = {}
 
     # Life --------------------------------------------------------------------------------
 
-    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings) -> None:
+    async def start(self, campaigns: Sequence[Campaign], exchange: ExchangeSettings,
+                    recount: Recount | None = None) -> None:
         self._client = connect(self.url)
         try:
             async with asyncio.timeout(DEADLINE_S):
@@ -189,7 +240,7 @@ class RedisStore(Store):
         except _DOWN as e:
             await self._client.aclose()
             raise StoreUnavailable(f"cannot reach Redis at {redacted(self.url)}: {_why(e)}") from e
-        await super().start(campaigns, exchange)
+        await super().start(campaigns, exchange, recount)
 
     async def close(self) -> None:
         await super().close()
@@ -306,30 +357,47 @@ class RedisStore(Store):
                                        undo=lambda r: [("DEL", keys[2])] if r[0] and r[0][2] else [])
         if not found:
             return OpenedPost(None, None, False)
-        rec, post, acquired = found
+        rec, post, acquired, retried = found
         record = unpack(rec, post)
-        return OpenedPost(record, record.post if record else None, bool(acquired))
+        return OpenedPost(record, record.post if record else None, bool(acquired), bool(retried))
 
     async def finish_post(self, ping_id: str, result: PostRecord) -> None:
-        await self._run(FINISH_POST.call(_ping_keys(ping_id), pack(result)))
+        await self._run(FINISH_POST.call(_ping_keys(ping_id)[:3], pack(result)))
 
     async def unlock_post(self, ping_id: str) -> None:
-        await self._run(("DEL", _ping_keys(ping_id)[2]))
+        await self._run(("DEL", *_ping_keys(ping_id)[2:]))
 
     async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
-        i = self.index_of(campaign_id)
+        """A campaign whose counts Redis lost is refilled first; its refill covers every
+        capped campaign, since a loss rarely spares the others."""
         hour, day = self.buckets(now)
-        limits = self.limits[i]
         token = f"{secrets.token_hex(8)}|{hour}|{day}|{cents}"
         reservation = Reservation(campaign_id, cents, hour, day, token)
-        hold_ms = self.exchange.post_timeout_ms + _ms(self.grace_s)
-        ((ok, *state),) = await self._run(
-            RESERVE.call(_cap_keys(campaign_id, hour, day), hour, day, cents,
-                         limits.hourly, limits.daily, limits.budget_cents, token, hold_ms),
-            undo=lambda r: [self._settle(reservation, -1)] if r[0][0] else [])
-        if self._current(hour, day):
+        answer, *state = await self._reserve(reservation)
+        if answer == COUNTS_LOST:
+            await self._refilled([self.campaign_ids[n] for n in self.capped], now)
+            if campaign_id not in self._numbers:
+                return None  # a new config without it was learned meanwhile
+            answer, *state = await self._reserve(reservation)
+            if answer == COUNTS_LOST:
+                raise StoreUnavailable(f"Redis at {redacted(self.url)} lost the cap counts again as they were refilled")
+        i = self._numbers.get(campaign_id)
+        if i is not None and self._current(hour, day):
             self._show(i, state)
-        return reservation if ok else None
+        return reservation if answer == RESERVED else None
+
+    async def _reserve(self, reservation: Reservation) -> list[int]:
+        r = reservation
+        limits = self.limits[self.index_of(r.campaign_id)]
+        hold_ms = self.exchange.post_timeout_ms + _ms(self.grace_s)
+        guarded = int(self.recount is not None and limits.any_cap)
+        (answer,) = await self._run(
+            RESERVE.call(_cap_keys(r.campaign_id, r.hour, r.day), r.hour, r.day, r.cents,
+                         limits.hourly, limits.daily, limits.budget_cents, r.token, hold_ms, guarded),
+            undo=lambda replies: [self._settle(r, -1)] if replies[0][0] == RESERVED else [])
+        if answer[0] == RESERVED:
+            self._open[r.token] = r
+        return list(answer)
 
     async def commit(self, reservation: Reservation) -> None:
         await self._settled(reservation, 1)
@@ -343,6 +411,7 @@ class RedisStore(Store):
         return SETTLE.call(_cap_keys(r.campaign_id, r.hour, r.day), r.token, r.cents, sign)
 
     async def _settled(self, reservation: Reservation, sign: int) -> None:
+        self._open.pop(reservation.token, None)
         (state,) = await self._run(self._settle(reservation, sign))
         if self._current(reservation.hour, reservation.day):
             self._show(self.index_of(reservation.campaign_id), state)
@@ -366,28 +435,126 @@ class RedisStore(Store):
         if days > 0:
             await self._run(*(("SET", _dup_key(buyer_id, k), 1, "EX", days * 86400) for k in keys))
 
+    async def count_offer(self, ping_id: str, campaign_id: str, accepted: bool, at: float) -> None:
+        if self.accepts.enabled:
+            rule = self.accepts.rule
+            await self._run(ACCEPT.call(_accept_keys(rule.slice_ms, rule.slice_of(at)), campaign_id, int(accepted),
+                                        rule.keep_ms, f"{ping_id}|{campaign_id}"))
+
     # The local view ----------------------------------------------------------------------
 
     async def refresh(self) -> None:
         """One call for every bench, one per campaign with a cap, one for the last bids: a
-        campaign without caps can only be benched."""
-        hour, day = self.buckets(self.clock())
+        campaign without caps can only be benched. Counts found gone are refilled after the
+        view is written; until then such a campaign keeps its cap state in the view. While
+        the config ranks by ``expected``, one call per slice of accept counts that may still
+        change (``AcceptRates.wanted``: two or three once this worker holds the window,
+        each answering the offers counted since its last read)."""
+        now = self.clock()
+        hour, day = self.buckets(now)
         ids, capped = self.campaign_ids, self.capped
         commands = [BENCH_VIEW.call((BENCHED_UNTIL,)), *(VIEW.call(_cap_keys(ids[i], hour, day), hour, day)
                                                            for i in capped)]
         if ids:
             commands.append(("HMGET", LAST_BIDS, *ids))
+        accepts = self.accepts
+        slices = accepts.wanted(now) if accepts.enabled else []
+        commands.extend(ACCEPT_VIEW.call(_accept_keys(accepts.rule.slice_ms, n)[::2], *(read or (-1, b"")))
+                        for n, read in slices)
         benched, *replies = await self._run(*commands)
         if ids is not self.campaign_ids:
             return  # a new config was learned meanwhile; its numbering differs
+        for (n, _), reply in zip(slices, replies[len(replies) - len(slices):]):
+            _read_slice(accepts, n, reply, now)
+        if accepts.enabled:
+            accepts.expire(now)
         view = bytearray([OPEN]) * len(ids)
-        for i, (h, d, b) in zip(capped, replies):
-            view[i] = self.limits[i].block(False, h, d, b)
+        lost = []
+        for i, (h, d, b, refill) in zip(capped, replies):
+            if refill is not None or self.recount is None:
+                view[i] = self.limits[i].block(False, h, d, b)
+                seen = self._refilled_by.get(ids[i])
+                self._refilled_by[ids[i]] = refill
+                if seen is not None and seen != refill and self.recount is not None:
+                    lost.append(ids[i])  # lost and refilled by another worker: reopen this one's own
+            else:
+                lost.append(ids[i])
+                view[i] = CAPPED if self.blocks[i] == CAPPED else OPEN
         for campaign_id in benched:
             number = self._numbers.get(campaign_id.decode())
             if number is not None:
                 view[number] = BENCHED
         self.blocks[:] = view
-        for i, cents in enumerate(replies[-1] if ids else ()):
+        for i, cents in enumerate(replies[len(capped)] if ids else ()):
             if cents is not None:
                 self.last_bids[i] = int(cents)
+        if lost:
+            await self._refilled(lost, now)
+
+    # Lost counts -------------------------------------------------------------------------
+
+    async def _refilled(self, campaign_ids: Sequence[str], now: float) -> None:
+        """Return once these campaigns' counts are refilled: callers that find the same
+        counts gone (a burst of posts, the refresh) share one recount, which no caller's
+        cancellation stops."""
+        new = [c for c in campaign_ids if c not in self._refills]
+        if new:
+            task = asyncio.get_running_loop().create_task(self._refill(new, now))
+            self._tasks.add(task)
+            task.add_done_callback(partial(self._refill_done, new))
+            self._refills.update(dict.fromkeys(new, task))
+        await asyncio.gather(*map(asyncio.shield, {self._refills[c] for c in campaign_ids}))
+
+    def _refill_done(self, campaign_ids: list[str], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        for campaign_id in campaign_ids:
+            if self._refills.get(campaign_id) is task:
+                del self._refills[campaign_id]
+        if not task.cancelled():
+            task.exception()  # its waiters raised it; a refill nobody waits for any more is retried
+
+    async def _refill(self, campaign_ids: list[str], now: float) -> None:
+        """Counters of the hour and day of ``now`` from the ledger's count; the script keeps
+        the first refill of each campaign, whoever's it is, and shows its state."""
+        hour, day = self.buckets(now)
+        sold = await self.sold(now)
+        hold_ms = self.exchange.post_timeout_ms + _ms(self.grace_s)
+        open_now: dict[str, list[str]] = {}
+        for token, r in list(self._open.items()):
+            if r.day == day:
+                open_now.setdefault(r.campaign_id, []).append(r.token)
+            else:
+                del self._open[token]  # a day's counts are past: nothing left to reopen
+        name = secrets.token_hex(6)
+        states = await self._run(*(REFILL.call(_cap_keys(c, hour, day), *sold.get(c, NOTHING_SOLD), hold_ms, hour,
+                                               name, *open_now.get(c, ())) for c in campaign_ids))
+        if self._current(hour, day):
+            for campaign_id, state in zip(campaign_ids, states):
+                i = self._numbers.get(campaign_id)
+                if i is not None:
+                    self._show(i, state)
+
+    # The dashboard -----------------------------------------------------------------------
+
+    async def put_session(self, session_id: str, data: bytes, keep_s: float) -> None:
+        await self._run(("SET", _session_key(session_id), data, "PX", _ms(keep_s)))
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        (data,) = await self._run(("GET", _session_key(session_id)))
+        return data if data is None else bytes(data)
+
+    async def drop_session(self, session_id: str) -> None:
+        await self._run(("DEL", _session_key(session_id)))
+
+    async def note_failures(self, keys: Sequence[str], keep_s: float) -> None:
+        now = repr(self.clock())
+        await self._run(*(command for key in map(_failures_key, keys) for command in (
+            ("HINCRBY", key, "n", 1), ("HSET", key, "at", now), ("PEXPIRE", key, _ms(keep_s)))))
+
+    async def failures(self, keys: Sequence[str]) -> list[Failures]:
+        replies = await self._run(*(("HMGET", _failures_key(key), "n", "at") for key in keys))
+        return [Failures(int(n), float(at)) if n is not None and at is not None else Failures(0, 0.0)
+                for n, at in replies]
+
+    async def clear_failures(self, keys: Sequence[str]) -> None:
+        await self._run(*(("DEL", _failures_key(key)) for key in keys))  # one key each: a Cluster's slots differ

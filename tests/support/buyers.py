@@ -6,6 +6,7 @@ with ``Reply`` values (or a function of the request) and reads back what the exc
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -98,12 +99,14 @@ class BuyerServer:
             return web.Response(status=reply.status, headers=reply.headers)
         return web.json_response(reply.json, status=reply.status, headers=reply.headers)
 
-    async def start(self, ssl_context: Any = None, host: str = "127.0.0.1") -> None:
+    async def start(self, ssl_context: Any = None, host: str = "127.0.0.1", sock: socket.socket | None = None) -> None:
+        """Listen on a free port of ``host``, or on ``sock`` (bound, not yet listening) when given."""
         app = web.Application()
         app.router.add_post("/{campaign}/{kind:ping|post}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, 0, ssl_context=ssl_context)
+        site: web.BaseSite = (web.SockSite(self._runner, sock) if sock is not None
+                              else web.TCPSite(self._runner, host, 0, ssl_context=ssl_context))
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         scheme = "https" if ssl_context else "http"

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from pingpost import ledger as books
 from pingpost.config import Config, from_dict
 from pingpost.server import EXCHANGE, make_app
 from pingpost.store.base import Clock, Store
 from pingpost.store.memory import MemoryStore
 from tests.support.buyers import BuyerServer
+from tests.support.keys import TEST_KEY
 
 SELLER_KEY = "acme-live-key"
 SELLER_TEST_KEY = "acme-test-key"
@@ -55,8 +58,9 @@ def base_config(buyers: BuyerServer, *campaigns: dict[str, Any], **exchange: Any
 class RunningExchange:
     """A running exchange and a client session to call it like a seller would."""
 
-    def __init__(self, config: Config, store: Store, ca_file: str | None, clock: Clock = time.time) -> None:
-        self.app = make_app(config, store, ca_file=ca_file, clock=clock)
+    def __init__(self, config: Config, store: Store, ca_file: str | None, clock: Clock = time.time,
+                 ledger: books.Ledger | None = None) -> None:
+        self.app = make_app(config, store, ca_file=ca_file, clock=clock, ledger=ledger)
         self.store = store
         self.url = ""
         self.session: aiohttp.ClientSession | None = None
@@ -65,6 +69,11 @@ class RunningExchange:
     @property
     def engine(self) -> Any:
         return self.app[EXCHANGE]
+
+    @property
+    def ledger(self) -> books.Ledger:
+        """The books this exchange writes (the app closes them when it stops)."""
+        return self.app[EXCHANGE].ledger  # type: ignore[no-any-return]
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
@@ -118,14 +127,18 @@ ExchangeFactory = Callable[..., Awaitable[RunningExchange]]
 
 
 @pytest.fixture
-async def exchange() -> AsyncIterator[ExchangeFactory]:
-    """``await exchange(config_dict, store=None, ca_file=None, clock=time.time)`` starts one (on a
-    memory store on ``clock`` unless given a store); all stop after the test."""
+async def exchange(tmp_path: Path) -> AsyncIterator[ExchangeFactory]:
+    """``await exchange(config_dict, store=None, ca_file=None, clock=time.time, ledger=None)``
+    starts one (on a memory store on ``clock`` unless given a store, keeping its books in a
+    SQLite file of its own unless given an open ledger); all stop after the test."""
     started: list[RunningExchange] = []
 
     async def start(config: dict[str, Any], store: Store | None = None, ca_file: str | None = None,
-                    clock: Clock = time.time) -> RunningExchange:
-        running = RunningExchange(from_dict(copy.deepcopy(config)), store or MemoryStore(clock), ca_file, clock)
+                    clock: Clock = time.time, ledger: books.Ledger | None = None) -> RunningExchange:
+        if ledger is None:
+            ledger = await books.open(f"sqlite:///{tmp_path / f'books-{len(started)}.db'}", key=TEST_KEY)
+        running = RunningExchange(from_dict(copy.deepcopy(config)), store or MemoryStore(clock), ca_file, clock,
+                                  ledger)
         await running.start()
         started.append(running)
         return running

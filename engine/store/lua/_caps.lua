@@ -1,8 +1,15 @@
--- Shared by view, reserve and settle. KEYS (one hash tag per campaign):
+-- Shared by view, reserve, settle and refill. KEYS (one hash tag per campaign):
 -- [1] leads this hour, [2] leads today, [3] cents today,
 -- [4] open reservations (member "token|hour|day|cents", score = deadline in ms),
--- [5] reservations the sweep gave back (so a late commit counts its sale once).
--- Counters outlive their bucket so a settle that arrives late still finds them.
+-- [5] reservations the sweep gave back (so a late commit counts its sale once),
+-- [6] the marker: present while the counters hold every sale since they were refilled from
+--     the ledger. Redis loses it with them (a restart without data, FLUSHALL, a failover to
+--     an empty node), so its absence says the counts are gone.
+-- [7] reservations committed, so that a commit Redis finds neither open nor swept (Redis
+--     lost it) counts its sale, and a commit resent after it ran does not count twice.
+-- Counters outlive their bucket so a settle that arrives late still finds them. The marker
+-- is renewed with them to the longest counter's TTL: an active campaign keeps it, an idle
+-- one loses it after two days and is refilled, which changes nothing it had counted.
 local HOUR_TTL, DAY_TTL = 7200, 172800
 
 local function add(key, n, ttl)
@@ -16,6 +23,11 @@ local function count(hour_n, day_n, cents)
   add(KEYS[1], hour_n, HOUR_TTL)
   add(KEYS[2], day_n, DAY_TTL)
   add(KEYS[3], cents, DAY_TTL)
+  redis.call('EXPIRE', KEYS[6], DAY_TTL)
+end
+
+local function primed()
+  return redis.call('EXISTS', KEYS[6]) == 1
 end
 
 -- Give back reservations nobody settled before their deadline (the worker died or lost

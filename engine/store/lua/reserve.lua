@@ -1,9 +1,14 @@
 -- Count one lead against the campaign's caps unless it would pass one (0 = no cap; the
 -- same test as engine.store.base.Limits.exceeded). ARGV: hour, day, cents, hourly, daily,
--- budget cents, reservation member, hold ms. Returns {1 if reserved, state after}.
--- Idempotent: the client may resend a pipeline whose connection broke after it ran.
+-- budget cents, reservation member, hold ms, 1 to refuse counting without the marker.
+-- Returns {1 if reserved, 0 if at a cap, state after}, or {-1} if the counts are gone (the
+-- client refills them and asks again). Idempotent: the client may resend a pipeline whose
+-- connection broke after it ran.
 if redis.call('ZSCORE', KEYS[4], ARGV[7]) then
   return {1, unpack(state())}
+end
+if ARGV[9] == '1' and not primed() then
+  return {-1}
 end
 local now = now_ms()
 sweep(ARGV[1], ARGV[2], now)

@@ -1,12 +1,24 @@
 -- Commit (ARGV[3] = 1) or release (-1) a reservation. ARGV: member, cents, sign.
 -- The reservation was counted when made, so a release takes the counts back and a commit
 -- keeps them. If the sweep already took them back (the reservation outlived its deadline),
--- a commit counts the sale again and a release has nothing left to do. Settling twice
--- changes nothing, so a resent pipeline is harmless.
+-- or Redis lost it (neither open, nor swept, nor committed before), a commit counts the sale
+-- again and a release has nothing left to do. Settling twice changes nothing, so a resent
+-- pipeline is harmless. A lost reservation's sale the ledger already gave a refill counts
+-- twice: a campaign may stop a lead short after Redis lost its data, never pass its cap.
 local sign = tonumber(ARGV[3])
 local held = redis.call('ZREM', KEYS[4], ARGV[1]) == 1
-local swept = not held and redis.call('SREM', KEYS[5], ARGV[1]) == 1
-if (sign < 0 and held) or (sign > 0 and swept) then
-  count(sign, sign, sign * tonumber(ARGV[2]))
+if sign > 0 then
+  if redis.call('SADD', KEYS[7], ARGV[1]) == 0 then
+    return state()
+  end
+  redis.call('EXPIRE', KEYS[7], DAY_TTL)
+end
+if not held then
+  redis.call('SREM', KEYS[5], ARGV[1])
+end
+if sign < 0 and held then
+  count(-1, -1, -tonumber(ARGV[2]))
+elseif sign > 0 and not held then
+  count(1, 1, tonumber(ARGV[2]))
 end
 return state()
