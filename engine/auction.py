@@ -482,7 +482,8 @@ class Exchange:
         """The campaign's caps take one more lead worth ``cents``, or None at a cap; the
         deferred writes go in the same round trip."""
         reservation: Reservation | None
-        reservation, *_ = await asyncio.gather(self.store.reserve(campaign_id, cents, self.clock()),
+        reservation, *_ = await asyncio.gather(self.store.reserve(campaign_id, cents, self.clock(),
+                                                                   cascade.record.ping_id),
                                                *(write() for write in cascade.deferred))
         cascade.deferred.clear()
         return reservation

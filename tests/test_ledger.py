@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 from pingpost import ledger
-from pingpost.ledger import (Ledger, LedgerError, LedgerUnavailable, PurchaseQuery, Sale, SoldCount, codec, migrations,
+from pingpost.ledger import (Ledger, LedgerError, LedgerUnavailable, PurchaseQuery, Sale, SoldCount, SoldLead, codec, migrations,
                             sql)
 from pingpost.trace import to_trace
 from tests.helpers_process import ROOT, run_cli
@@ -191,12 +191,13 @@ async def test_sold_counts_per_campaign_since_hour_and_day(opened: Ledger) -> No
     ]
 
     def counted(so_far: list[tuple[str, str, int, float, bool]]) -> dict[str, SoldCount]:
-        counts: dict[str, SoldCount] = {}
-        for _, campaign_id, cents, sold_at, test in so_far:
+        leads: dict[str, list[SoldLead]] = {}
+        for ping_id, campaign_id, cents, sold_at, test in so_far:
             if not test and sold_at >= day:
-                hourly, daily, total = counts.get(campaign_id, SoldCount(0, 0, 0))
-                counts[campaign_id] = SoldCount(hourly + (sold_at >= hour), daily + 1, total + cents)
-        return counts
+                leads.setdefault(campaign_id, []).append(SoldLead(ping_id, sold_at >= hour, cents))
+        return {campaign_id: SoldCount(sum(lead.this_hour for lead in mine), len(mine), sum(lead.cents for lead in mine),
+                                       tuple(sorted(mine)))
+                for campaign_id, mine in leads.items()}
 
     for n, (ping_id, campaign_id, cents, sold_at, test) in enumerate(sales, 1):
         record = ping(ping_id, campaign_id=campaign_id, cents=cents, test=test)
@@ -204,14 +205,15 @@ async def test_sold_counts_per_campaign_since_hour_and_day(opened: Ledger) -> No
         await opened.record_post(record, sold(record), LEAD, at=sold_at)
         # Right after the answer, whether the sale is still in the journal or already forwarded.
         assert await opened.sold_counts(hour, day) == counted(sales[:n])
-    expected = {"c1": SoldCount(1, 2, 500), "c2": SoldCount(1, 1, 450)}
+    expected = {"c1": SoldCount(1, 2, 500, (SoldLead("early", False, 200), SoldLead("this-hour", True, 300))),
+                "c2": SoldCount(1, 1, 450, (SoldLead("other", True, 450),))}
     assert counted(sales) == expected
     unsold_ping = ping("no-sale", campaign_id="c3")
     await opened.record_ping(unsold_ping)
     await opened.record_post(unsold_ping, unsold(unsold_ping), LEAD, at=hour)
     await drained(opened)
     assert await opened.sold_counts(hour, day) == expected
-    assert await opened.sold_counts(hour, day, ["c2", "c9"]) == {"c2": SoldCount(1, 1, 450)}
+    assert await opened.sold_counts(hour, day, ["c2", "c9"]) == {"c2": expected["c2"]}
     assert await opened.sold_counts(hour, day, []) == {}
     assert await opened.sold_counts(hour + 3600, hour + 3600) == {}
 

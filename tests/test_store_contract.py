@@ -256,20 +256,27 @@ async def books(tmp_path: Path) -> AsyncIterator[Ledger]:
     await opened.close()
 
 
-async def record_sale(books: Ledger, campaign_id: str, cents: int, at: float, *, test: bool = False) -> None:
+def sale_id() -> str:
+    return f"sale-{next(_sale_numbers)}"
+
+
+async def record_sale(books: Ledger, campaign_id: str, cents: int, at: float, *, test: bool = False,
+                      ping_id: str | None = None) -> None:
     """A sale in the ledger, recorded as the auction records one (ping, then the sold post)."""
-    record = ping(f"sale-{next(_sale_numbers)}", campaign_id=campaign_id, cents=cents, test=test)
+    record = ping(ping_id or sale_id(), campaign_id=campaign_id, cents=cents, test=test)
     await books.record_ping(record)
     await books.record_post(record, sold(record), LEAD, at=at)
 
 
 async def sell(store: Store, books: Ledger, campaign_id: str, cents: int, now: float) -> bool:
-    """What a sale does to the store and the ledger: reserve, commit, record; False at a cap."""
-    reservation = await store.reserve(campaign_id, cents, now)
+    """What a sale does to the store and the ledger, in the auction's order: reserve under
+    the ping, record the sale in the books, commit; False at a cap."""
+    ping_id = sale_id()
+    reservation = await store.reserve(campaign_id, cents, now, ping_id)
     if reservation is None:
         return False
+    await record_sale(books, campaign_id, cents, now, ping_id=ping_id)
     await store.commit(reservation)
-    await record_sale(books, campaign_id, cents, now)
     return True
 
 
@@ -349,16 +356,21 @@ async def test_a_ledger_that_cannot_count_lets_nothing_be_counted(open_store: Op
 
 
 async def test_a_cap_added_later_counts_what_was_reserved(open_store: Open, books: Ledger, clock: ManualClock) -> None:
-    """Counts kept while the campaign had no cap include open reservations the ledger cannot
-    know: taking the ledger's count must not lower them."""
+    """Counts kept while the campaign had no cap include open reservations: one the ledger
+    cannot know, and one whose sale the books hold before its commit reaches the store.
+    Taking the ledger's count must neither lose the first nor count the second twice."""
     store = await open_store([campaign("c1")], ExchangeSettings(), books.sold_counts)
     now = clock()
-    held = [await store.reserve("c1", 100, now) for _ in range(3)]
+    pings = [sale_id() for _ in range(3)]
+    held = [await store.reserve("c1", 100, now, ping_id) for ping_id in pings]
     assert held[0] is not None and all(held)
+    await record_sale(books, "c1", 100, now, ping_id=pings[0])
     await store.commit(held[0])
-    await record_sale(books, "c1", 100, now)  # one sold; the ledger knows nothing of the two still open
+    await record_sale(books, "c1", 100, now, ping_id=pings[1])  # sold too, its commit not in the store yet
     store.adopt(Numbering.of([campaign("c1", hourly=5)], ExchangeSettings()))
     await store.refresh()
+    assert held[1] is not None
+    await store.commit(held[1])
     assert [await store.reserve("c1", 100, now) is not None for _ in range(3)] == [True, True, False]
 
 
@@ -428,6 +440,60 @@ async def test_a_worker_that_did_not_refill_opens_its_lost_reservations_again(op
     await other.commit(mine[1])
     assert await refiller.reserve("c1", 100, now) is not None
     assert await refiller.reserve("c1", 100, now) is None
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+@pytest.mark.parametrize("commit_reaches_redis", ["after its own worker refilled", "after another worker refilled",
+                                                  "between the loss and the refill"])
+async def test_a_sale_in_the_books_when_redis_forgets_counts_once(open_store: Open, books: Ledger,
+                                                                  commit_reaches_redis: str) -> None:
+    """A sale is in the books, and its commit has not reached Redis, when Redis loses its
+    data. The ledger's count that refills the counters holds the sale; its reservation,
+    opened again or committed late, must not count it a second time (a campaign would then
+    stop a lead short of its cap), in whatever order the commit and the refill come."""
+    owner, other = [await open_store([campaign("c1", hourly=4)], ExchangeSettings(), books.sold_counts)
+                    for _ in range(2)]
+    now = time.time()
+    assert await sell(owner, books, "c1", 100, now)
+    ping_id = sale_id()
+    reservation = await owner.reserve("c1", 100, now, ping_id)
+    assert reservation is not None
+    await record_sale(books, "c1", 100, now, ping_id=ping_id)  # the books first, as the auction writes them
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    if commit_reaches_redis == "after its own worker refilled":
+        refilled = await owner.reserve("c1", 100, now)  # the owner's refill: its reservation is still open
+        await owner.commit(reservation)
+    elif commit_reaches_redis == "after another worker refilled":
+        refilled = await other.reserve("c1", 100, now)
+        await owner.refresh()  # sees the other's refill and opens its own lost reservations again
+        await owner.commit(reservation)
+    else:
+        await owner.commit(reservation)
+        refilled = await other.reserve("c1", 100, now)
+    await owner.commit(reservation)  # a resent pipeline
+    assert refilled is not None
+    assert [await other.reserve("c1", 100, now) is not None for _ in range(2)] == [True, False], \
+        "2 sold + the one reserved at the refill: one lead left of 4"
+
+
+@pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)
+async def test_refilled_counts_wait_for_every_worker_to_reopen_its_offers(open_store: Open, books: Ledger) -> None:
+    """An offer in flight on another worker at the loss is unknown to the refill until that
+    worker's refresh opens it again. New reservations wait for the counts to settle (a few
+    refresh periods), so the offer in flight keeps its place under the cap."""
+    refiller, other = [await open_store([campaign("c1", hourly=2)], ExchangeSettings(), books.sold_counts)
+                       for _ in range(2)]
+    now = time.time()
+    in_flight = await other.reserve("c1", 100, now, sale_id())
+    assert in_flight is not None
+    await other.refresh()
+    open_store.servers.flush()  # type: ignore[attr-defined]
+    first = await refiller.reserve("c1", 100, now)  # refills, then waits while the other's refresh reopens its offer
+    assert first is not None
+    assert await refiller.reserve("c1", 100, now) is None, "the offer in flight and this one: the cap of 2"
+    await other.commit(in_flight)
+    await refiller.refresh()
+    assert refiller.blocks == bytearray([CAPPED])
 
 
 @pytest.mark.parametrize("open_store", ["redis", "cluster"], indirect=True)

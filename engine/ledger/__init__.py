@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from .base import DEFAULT_URL, Ledger, LedgerError, LedgerUnavailable, SoldCount, is_postgres, sqlite_path
+from .base import DEFAULT_URL, Ledger, LedgerError, LedgerUnavailable, SoldCount, SoldLead, is_postgres, sqlite_path
 from ..privacy.keys import OperatorKey
 from ..schema import Lead
 from ..trace import PingRecord, PostRecord
@@ -29,7 +29,7 @@ from .rollups import COUNTERS, RollupQuery, RunningQuery, Span
 from .steps import Transaction
 
 __all__ = ["DEFAULT_URL", "Ledger", "LedgerError", "LedgerUnavailable", "NewReturn", "NullLedger", "PrivacyRequest", "Purchase",
-           "PurchaseQuery", "Return", "ReturnQuery", "RollupQuery", "RunningQuery", "Sale", "SoldCount", "Span", "open"]
+           "PurchaseQuery", "Return", "ReturnQuery", "RollupQuery", "RunningQuery", "Sale", "SoldCount", "SoldLead", "Span", "open"]
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from typing import NamedTuple, Sequence, TypeVar
+from typing import Iterable, NamedTuple, Sequence, TypeVar
 
 from ..privacy.keys import KeyProblem, OperatorKey, Unreadable
 from ..privacy.vault import Vault, first_identifier_key
@@ -53,13 +53,24 @@ class LedgerUnavailable(LedgerError):
     read cannot be answered right now; the server answers 503 ledger_unavailable."""
 
 
+class SoldLead(NamedTuple):
+    """One of today's live sales, as a store that lost its counts needs it: the ping it was
+    sold under (a reservation's token), whether it is of the cap hour, the buyer's price."""
+
+    ping_id: str
+    this_hour: bool
+    cents: int
+
+
 class SoldCount(NamedTuple):
     """A campaign's live sales in the store's cap units: leads this hour, leads today and
-    the buyers' prices today (the daily budget counts the buyer's price)."""
+    the buyers' prices today (the daily budget counts the buyer's price), and today's sales
+    one by one, so that a refill can leave out the ones the store still counts itself."""
 
     hourly: int
     daily: int
     cents_today: int
+    sales: tuple[SoldLead, ...] = ()
 
 
 class Ledger(ABC):
@@ -268,15 +279,20 @@ class Ledger(ABC):
         """The row of each (table, key) asked for, by the table's key column."""
 
 
-def count_sales(counts: dict[str, SoldCount], rows: Sequence[Row], since_hour: float, since_day: float,
-                campaign_ids: Sequence[str] | None) -> None:
-    """Add sales rows (as ``codec.TABLES["sales"]`` orders them) to ``counts``, the way the
-    backends' SQL counts them; for rows not yet in a database."""
+def tally_sales(rows: Iterable[Row], since_hour: float, since_day: float,
+                campaign_ids: Sequence[str] | None) -> dict[str, SoldCount]:
+    """Sales rows (as ``codec.TABLES["sales"]`` orders them) counted per campaign: the one
+    count of both backends and of the journal's rows not yet in a database. Each campaign's
+    sales are in ping order, so reads of the same sales compare equal, whichever order the
+    rows came in."""
     wanted = None if campaign_ids is None else set(campaign_ids)
+    sales: dict[str, list[SoldLead]] = {}
     for row in rows:
         sale = codec.sale_of(row)
         if sale.test or sale.sold_at < since_day or (wanted is not None and sale.campaign_id not in wanted):
             continue
-        hourly, daily, cents = counts.get(sale.campaign_id, SoldCount(0, 0, 0))
-        counts[sale.campaign_id] = SoldCount(hourly + (sale.sold_at >= since_hour), daily + 1,
-                                             cents + sale.buyer_price_cents)
+        sales.setdefault(sale.campaign_id, []).append(
+            SoldLead(sale.ping_id, sale.sold_at >= since_hour, sale.buyer_price_cents))
+    return {campaign_id: SoldCount(sum(lead.this_hour for lead in leads), len(leads),
+                                   sum(lead.cents for lead in leads), tuple(sorted(leads)))
+            for campaign_id, leads in sales.items()}

@@ -24,7 +24,7 @@ import asyncpg
 from ..privacy.keys import OperatorKey
 from ..privacy.vault import IDENTIFIER_KEY, first_identifier_key
 from . import codec, privacy, returns, rollups, sql
-from .base import Ledger, LedgerError, LedgerUnavailable, SoldCount, count_sales
+from .base import Ledger, LedgerError, LedgerUnavailable, SoldCount, tally_sales
 from .codec import TABLES, Entry, Row
 from .journal import Journal
 from .migrations import migrate_postgres
@@ -76,8 +76,8 @@ _COUNTED = ("pings", "posts")
 _MOVE.update({table: f"{_MOVE[table]} RETURNING ping_id" for table in _COUNTED})
 _ROWS_OF = {table: f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE ping_id = ANY($1)" for table in _COUNTED}
 _WRITES = {statement: sql.numbered(statement) for statement, _ in rollups.writes({})}
-_SOLD_COUNTS = sql.numbered(sql.sold_counts())
-_SOLD_COUNTS_OF = sql.numbered(sql.sold_counts("AND campaign_id = ANY(?)"))
+_LIVE_SALES = sql.numbered(sql.live_sales())
+_LIVE_SALES_OF = sql.numbered(sql.live_sales("AND campaign_id = ANY(?)"))
 _DROP = (sql.numbered(sql.DROP_POSTS), sql.numbered(sql.DROP_PINGS))
 _ERASE_ARRIVED = sql.numbered(privacy.ERASE_IF_SUPPRESSED.format(ids="SELECT lead_id FROM incoming_lead_data"))
 
@@ -261,9 +261,9 @@ class PostgresLedger(Ledger):
 
     async def sold_counts(self, since_hour: float, since_day: float,
                           campaign_ids: Sequence[str] | None = None) -> dict[str, SoldCount]:
-        """PostgreSQL's counts plus the journal's sales it does not have yet. The journal is
-        read first and PostgreSQL in one snapshot after it, so a sale forwarded in between is
-        counted once, from PostgreSQL."""
+        """PostgreSQL's sales and the journal's it does not have yet, counted together. The
+        journal is read first and PostgreSQL in one snapshot after it, so a sale forwarded in
+        between is counted once, from PostgreSQL."""
         if campaign_ids is not None and not campaign_ids:
             return {}
         pending = await self._journal.sales()
@@ -271,17 +271,16 @@ class PostgresLedger(Ledger):
         async def query(conn: PoolConnectionProxy) -> tuple[list[Any], set[str]]:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 if campaign_ids is None:
-                    counted = await conn.fetch(_SOLD_COUNTS, since_hour, since_day)
+                    stored = await conn.fetch(_LIVE_SALES, since_day)
                 else:
-                    counted = await conn.fetch(_SOLD_COUNTS_OF, since_hour, since_day, list(campaign_ids))
+                    stored = await conn.fetch(_LIVE_SALES_OF, since_day, list(campaign_ids))
                 present = await conn.fetch("SELECT lead_id FROM sales WHERE lead_id = ANY($1)",
                                            [row[0] for row in pending]) if pending else []
-            return counted, {record[0] for record in present}
+            return stored, {record[0] for record in present}
 
-        counted, present = await self._read(query)
-        counts = {cid: SoldCount(hourly, daily, cents) for cid, hourly, daily, cents in counted}
-        count_sales(counts, [row for row in pending if row[0] not in present], since_hour, since_day, campaign_ids)
-        return counts
+        stored, present = await self._read(query)
+        rows = [tuple(record) for record in stored] + [row for row in pending if row[0] not in present]
+        return tally_sales(rows, since_hour, since_day, campaign_ids)
 
     async def rollups(self, query: RollupQuery | RunningQuery) -> list[Row]:
         """From PostgreSQL alone: what waits in a journal counts once it is forwarded (within

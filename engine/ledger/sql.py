@@ -27,12 +27,10 @@ def select(table: str) -> str:
     return f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {KEYS[table]} = ?"
 
 
-def sold_counts(campaigns: str = "") -> str:
-    """Per campaign: sales since the hour start, since the day start, the buyers' cents since
-    the day start. Parameters: hour start, day start, then whatever ``campaigns`` filters on."""
-    return ("SELECT campaign_id, SUM(CASE WHEN sold_at >= ? THEN 1 ELSE 0 END), COUNT(*), "
-            "CAST(SUM(buyer_price_cents) AS BIGINT) FROM sales "
-            f"WHERE NOT test AND sold_at >= ? {campaigns} GROUP BY campaign_id")
+def live_sales(campaigns: str = "") -> str:
+    """Live (non-test) sales rows since the day start, what ``base.tally_sales`` counts into
+    the stores' cap units. Parameters: day start, then whatever ``campaigns`` filters on."""
+    return f"SELECT {', '.join(TABLES['sales'])} FROM sales WHERE NOT test AND sold_at >= ? {campaigns}"
 
 
 #: Retention, one chunk at a time; parameter: the cutoff. A ping or post with a sale stays.

@@ -24,7 +24,7 @@ from functools import partial
 from typing import NamedTuple, Sequence, TypeVar
 
 from . import privacy, rollups, sql, steps
-from .base import Ledger, LedgerUnavailable, SoldCount
+from .base import Ledger, LedgerUnavailable, SoldCount, tally_sales
 from .codec import TABLES, Entry, Row
 from .migrations import migrate_sqlite
 from .rollups import MARKS, RollupQuery, RunningQuery
@@ -121,13 +121,12 @@ def _find(lookups: Sequence[tuple[str, str]], conn: sqlite3.Connection) -> list[
 
 def _sold_counts(since_hour: float, since_day: float, campaign_ids: Sequence[str] | None,
                  conn: sqlite3.Connection) -> dict[str, SoldCount]:
-    params: list[object] = [since_hour, since_day]
+    params: list[object] = [since_day]
     where = ""
     if campaign_ids is not None:
         where = f"AND campaign_id IN ({', '.join('?' * len(campaign_ids))})"
         params.extend(campaign_ids)
-    return {cid: SoldCount(hourly, daily, cents)
-            for cid, hourly, daily, cents in conn.execute(sql.sold_counts(where), params)}
+    return tally_sales(conn.execute(sql.live_sales(where), params), since_hour, since_day, campaign_ids)
 
 
 def _drop_chunk(cutoff: float, conn: sqlite3.Connection) -> int:

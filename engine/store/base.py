@@ -116,7 +116,8 @@ class Numbering:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """One lead counted against a campaign's caps until it is committed or released;
-    ``token`` tells a shared store's reservations apart."""
+    ``token`` tells a shared store's reservations apart: the ping the lead would be sold
+    under, which the ledger's sales name too."""
 
     campaign_id: str
     cents: int
@@ -276,8 +277,11 @@ class Store(ABC):
         """Give the lock back without a result: the post was refused (expired, no bid, mismatch)."""
 
     @abstractmethod
-    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
-        """Count one lead worth ``cents`` against the campaign's caps, or None at a cap."""
+    async def reserve(self, campaign_id: str, cents: int, now: float, ping_id: str | None = None) -> Reservation | None:
+        """Count one lead worth ``cents`` against the campaign's caps, or None at a cap.
+        ``ping_id`` is the ping the lead would be sold under, by which a store refilled from
+        the ledger tells the sales it counted itself; without one (a reservation no sale
+        will follow) a random token stands in."""
 
     @abstractmethod
     async def commit(self, reservation: Reservation) -> None:

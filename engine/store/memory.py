@@ -90,7 +90,7 @@ class MemoryStore(Store):
         h, d, b = (self._counts.get(k, 0) for k in self._keys(self.campaign_ids[i], hour, day))
         return h, d, b
 
-    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+    async def reserve(self, campaign_id: str, cents: int, now: float, ping_id: str | None = None) -> Reservation | None:
         await self._count_sold(now)
         i = self.index_of(campaign_id)
         hour, day = self.buckets(now)
@@ -136,7 +136,7 @@ class MemoryStore(Store):
             return
         hour, day = self.buckets(now)
         for campaign_id, sold in (await self.sold(now)).items():
-            for key, n in zip(self._keys(campaign_id, hour, day), sold):
+            for key, n in zip(self._keys(campaign_id, hour, day), (sold.hourly, sold.daily, sold.cents_today)):
                 self._counts[key] = max(self._counts[key], n)
         self._counted_sold = True
 

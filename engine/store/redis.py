@@ -44,6 +44,7 @@ from ..config import Campaign, ExchangeSettings
 from ..targeting import BENCHED, CAPPED, OPEN
 from ..trace import PingRecord, PostRecord, pack, unpack
 from .accepts import AcceptRates
+from ..ledger.base import SoldCount
 from .base import NOTHING_SOLD, Clock, Failures, OpenedPost, Recount, Reservation, Store, StoreUnavailable
 
 SOCKET_TIMEOUT_S = 0.5
@@ -93,8 +94,12 @@ ACCEPT_VIEW = _Script.load("accept_view")
 _BY_SHA = {s.sha: s for s in (OPEN_POST, FINISH_POST, BENCH, BENCH_VIEW, VIEW, RESERVE, SETTLE, REFILL, ACCEPT,
                               ACCEPT_VIEW)}
 
-RESERVED, COUNTS_LOST = 1, -1
+RESERVED, COUNTS_LOST, SETTLING = 1, -1, -2
 """What the reserve script answers first, besides 0 (at a cap)."""
+
+SETTLE_REFRESHES = 3
+"""How many refresh periods reservations of refilled counts wait, so that every worker's
+refresh sees the refill and opens its lost reservations again before new ones are counted."""
 
 LAST_BIDS = "pp:bids"
 BENCHED_UNTIL = "pp:{bench}:until"
@@ -114,6 +119,15 @@ def _cap_keys(campaign_id: str, hour: str, day: str) -> tuple[str, ...]:
     tag = f"pp:{{camp:{campaign_id}}}:"
     return (tag + "h:" + hour, tag + "d:" + day, tag + "b:" + day, tag + "r", tag + "swept", tag + "primed",
             tag + "committed:" + day)
+
+
+def _sales_args(sold: SoldCount) -> list[Any]:
+    """A campaign's sales as the refill script takes them: how many, then ping, 1 if of
+    the cap hour, cents, for each."""
+    args: list[Any] = [len(sold.sales)]
+    for sale in sold.sales:
+        args.extend((sale.ping_id, int(sale.this_hour), sale.cents))
+    return args
 
 
 def _timeouts_key(campaign_id: str) -> str:
@@ -367,20 +381,25 @@ class RedisStore(Store):
     async def unlock_post(self, ping_id: str) -> None:
         await self._run(("DEL", *_ping_keys(ping_id)[2:]))
 
-    async def reserve(self, campaign_id: str, cents: int, now: float) -> Reservation | None:
+    async def reserve(self, campaign_id: str, cents: int, now: float, ping_id: str | None = None) -> Reservation | None:
         """A campaign whose counts Redis lost is refilled first; its refill covers every
         capped campaign, since a loss rarely spares the others."""
         hour, day = self.buckets(now)
-        token = f"{secrets.token_hex(8)}|{hour}|{day}|{cents}"
+        token = f"{ping_id or secrets.token_hex(12)}|{hour}|{day}|{cents}"
         reservation = Reservation(campaign_id, cents, hour, day, token)
         answer, *state = await self._reserve(reservation)
-        if answer == COUNTS_LOST:
-            await self._refilled([self.campaign_ids[n] for n in self.capped], now)
-            if campaign_id not in self._numbers:
-                return None  # a new config without it was learned meanwhile
-            answer, *state = await self._reserve(reservation)
-            if answer == COUNTS_LOST:
+        refilled = False
+        while answer in (COUNTS_LOST, SETTLING):
+            if answer == SETTLING:
+                await asyncio.sleep(state[0] / 1000)
+            elif refilled:
                 raise StoreUnavailable(f"Redis at {redacted(self.url)} lost the cap counts again as they were refilled")
+            else:
+                await self._refilled([self.campaign_ids[n] for n in self.capped], now)
+                refilled = True
+                if campaign_id not in self._numbers:
+                    return None  # a new config without it was learned meanwhile
+            answer, *state = await self._reserve(reservation)
         i = self._numbers.get(campaign_id)
         if i is not None and self._current(hour, day):
             self._show(i, state)
@@ -526,8 +545,10 @@ class RedisStore(Store):
             else:
                 del self._open[token]  # a day's counts are past: nothing left to reopen
         name = secrets.token_hex(6)
-        states = await self._run(*(REFILL.call(_cap_keys(c, hour, day), *sold.get(c, NOTHING_SOLD), hold_ms, hour,
-                                               name, *open_now.get(c, ())) for c in campaign_ids))
+        settle_ms = _ms(SETTLE_REFRESHES * self.refresh_s)
+        states = await self._run(*(REFILL.call(_cap_keys(c, hour, day), hold_ms, settle_ms, hour, day, name,
+                                               *_sales_args(sold.get(c, NOTHING_SOLD)), *open_now.get(c, ()))
+                                   for c in campaign_ids))
         if self._current(hour, day):
             for campaign_id, state in zip(campaign_ids, states):
                 i = self._numbers.get(campaign_id)

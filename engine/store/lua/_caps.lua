@@ -5,8 +5,11 @@
 -- [6] the marker: present while the counters hold every sale since they were refilled from
 --     the ledger. Redis loses it with them (a restart without data, FLUSHALL, a failover to
 --     an empty node), so its absence says the counts are gone.
--- [7] reservations committed, so that a commit Redis finds neither open nor swept (Redis
---     lost it) counts its sale, and a commit resent after it ran does not count twice.
+-- [7] the day's committed sales (hash: token -> member), so that a commit Redis finds
+--     neither open nor swept (Redis lost it) counts its sale, a commit resent after it ran
+--     does not count twice, and a sale a refill took from the ledger is not counted again.
+-- A member is "token|hour|day|cents"; its token is the ping the lead would be sold under,
+-- which the ledger's sales name too.
 -- Counters outlive their bucket so a settle that arrives late still finds them. The marker
 -- is renewed with them to the longest counter's TTL: an active campaign keeps it, an idle
 -- one loses it after two days and is refilled, which changes nothing it had counted.
@@ -26,6 +29,11 @@ local function count(hour_n, day_n, cents)
   redis.call('EXPIRE', KEYS[6], DAY_TTL)
 end
 
+local function fields(member)
+  local token, h, d, cents = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|(%d+)$')
+  return token, h, d, tonumber(cents)
+end
+
 local function primed()
   return redis.call('EXISTS', KEYS[6]) == 1
 end
@@ -36,9 +44,9 @@ end
 local function sweep(hour, day, now)
   local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
   for _, member in ipairs(dead) do
-    local h, d, cents = string.match(member, '^[^|]*|([^|]*)|([^|]*)|(%d+)$')
+    local _, h, d, cents = fields(member)
     if d == day then
-      count(h == hour and -1 or 0, -1, -tonumber(cents))
+      count(h == hour and -1 or 0, -1, -cents)
     end
     redis.call('SADD', KEYS[5], member)
   end

@@ -1,16 +1,24 @@
 -- Count one lead against the campaign's caps unless it would pass one (0 = no cap; the
 -- same test as engine.store.base.Limits.exceeded). ARGV: hour, day, cents, hourly, daily,
--- budget cents, reservation member, hold ms, 1 to refuse counting without the marker.
--- Returns {1 if reserved, 0 if at a cap, state after}, or {-1} if the counts are gone (the
--- client refills them and asks again). Idempotent: the client may resend a pipeline whose
+-- budget cents, reservation member, hold ms, 1 to count only with the marker and settled.
+-- Returns {1 if reserved, 0 if at a cap, state after}, {-1} if the counts are gone (the
+-- client refills them and asks again), or {-2, ms} while refilled counts settle (the client
+-- asks again in ms). Idempotent: the client may resend a pipeline whose
 -- connection broke after it ran.
 if redis.call('ZSCORE', KEYS[4], ARGV[7]) then
   return {1, unpack(state())}
 end
-if ARGV[9] == '1' and not primed() then
-  return {-1}
-end
 local now = now_ms()
+if ARGV[9] == '1' then
+  local marker = redis.call('GET', KEYS[6])
+  if not marker then
+    return {-1}
+  end
+  local settled = tonumber(string.match(marker, '@(%d+)$') or 0)
+  if now < settled then
+    return {-2, settled - now}
+  end
+end
 sweep(ARGV[1], ARGV[2], now)
 local s = state()
 local cents, hourly, daily, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])

@@ -2,13 +2,13 @@
 -- The reservation was counted when made, so a release takes the counts back and a commit
 -- keeps them. If the sweep already took them back (the reservation outlived its deadline),
 -- or Redis lost it (neither open, nor swept, nor committed before), a commit counts the sale
--- again and a release has nothing left to do. Settling twice changes nothing, so a resent
--- pipeline is harmless. A lost reservation's sale the ledger already gave a refill counts
--- twice: a campaign may stop a lead short after Redis lost its data, never pass its cap.
+-- again and a release has nothing left to do. A sale that a refill took from the ledger is
+-- committed already, so its commit counts nothing more. Settling twice changes nothing, so a
+-- resent pipeline is harmless.
 local sign = tonumber(ARGV[3])
 local held = redis.call('ZREM', KEYS[4], ARGV[1]) == 1
 if sign > 0 then
-  if redis.call('SADD', KEYS[7], ARGV[1]) == 0 then
+  if redis.call('HSETNX', KEYS[7], (fields(ARGV[1])), ARGV[1]) == 0 then
     return state()
   end
   redis.call('EXPIRE', KEYS[7], DAY_TTL)
