@@ -446,10 +446,15 @@ class Exchange:
             return False
         reservation = None
         if not cascade.record.test:
-            reservation = await self._reserve(cascade, campaign.id, bid.cents)
+            try:
+                reservation = await self._reserve(cascade, campaign.id, bid.cents)
+            except TimeoutError:
+                offer.outcome = "skipped:post_deadline"
+                return False
             if reservation is None:
                 offer.outcome = "capped"
                 return False
+            remaining = cascade.deadline - time.perf_counter()
         cascade.result.attempts += 1
         try:
             verdict, ms, tries = await self._post_to(cascade, campaign, bid, lead,
@@ -480,11 +485,16 @@ class Exchange:
 
     async def _reserve(self, cascade: Cascade, campaign_id: str, cents: int) -> Reservation | None:
         """The campaign's caps take one more lead worth ``cents``, or None at a cap; the
-        deferred writes go in the same round trip."""
+        deferred writes go in the same round trip. ``TimeoutError`` when the post's deadline
+        passes first (a store refilling counts it lost waits for them to settle): the
+        reservation is given up, and the deferred writes, which may have run, stay deferred
+        (running them again changes nothing)."""
+        async def reserve() -> Reservation | None:
+            async with asyncio.timeout(max(cascade.deadline - time.perf_counter(), 0)):
+                return await self.store.reserve(campaign_id, cents, self.clock(), cascade.record.ping_id)
+
         reservation: Reservation | None
-        reservation, *_ = await asyncio.gather(self.store.reserve(campaign_id, cents, self.clock(),
-                                                                   cascade.record.ping_id),
-                                               *(write() for write in cascade.deferred))
+        reservation, *_ = await asyncio.gather(reserve(), *(write() for write in cascade.deferred))
         cascade.deferred.clear()
         return reservation
 

@@ -22,7 +22,7 @@ from pingpost.store.memory import MemoryStore
 from pingpost.store.redis import RedisStore
 from tests.helpers_contract import assert_error, ping_ok, sold_ping
 from tests.helpers_process import write_config
-from tests.redis_support import RedisServer
+from tests.redis_support import RedisServer, cli
 from tests.support.buyers import BuyerServer, accept, bid, reject
 from tests.support.clock import ManualClock
 from tests.support.exchange import LEAD, OTHER_KEY, PING, SELLER_TEST_KEY, ExchangeFactory, base_config
@@ -282,5 +282,33 @@ async def test_redis_restarted_empty_under_post_traffic_passes_no_cap(buyers: Bu
         sold = dict(rows(path, "SELECT campaign_id, count(*) FROM sales GROUP BY campaign_id"))
         assert sold == {"c1": 25, "c2": 15}, (sold, sorted(set(statuses)))
         assert set(statuses) <= {200, 404, 503}, statuses
+    finally:
+        server.remove()
+
+
+async def test_a_post_that_waits_for_refilled_counts_keeps_its_deadline(buyers: BuyerServer, exchange: ExchangeFactory,
+                                                                        tmp_path: Path) -> None:
+    """Redis lost a capped campaign's counts (a Cluster node back empty): the refill's counts
+    settle for 0.75 s before a new reservation counts. A post whose deadline is sooner offers
+    the lead to no one and answers by its deadline; once they settled, the lead sells."""
+    server = RedisServer().start()
+    try:
+        buyers.script("c1", ping=bid(3.0), post=accept())
+        config = base_config(buyers, {"id": "c1", "caps": {"daily": 25}}, post_timeout_ms=300)
+        ex = await exchange(config, store=RedisStore(server.url),
+                            ledger=await ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", key=TEST_KEY))
+        first, second = await ping_ok(ex), await ping_ok(ex)
+        await ex.store.refresh()  # a worker that has seen the counts
+        cli(server.port, "DEL", "pp:{camp:c1}:primed")
+        started = time.perf_counter()
+        status, result = await ex.post(first["ping_id"], LEAD)
+        waited = time.perf_counter() - started
+        assert (status, result["status"], result["attempts"]) == (200, "unsold", 0), result
+        assert waited < 0.7, "answered by the post's deadline, not after the counts settled"
+        assert (await ex.trace(first["ping_id"]))[1]["post"]["offers"][0]["outcome"] == "skipped:post_deadline"
+        assert not buyers.posts
+        await asyncio.sleep(0.8)
+        status, result = await ex.post(second["ping_id"], LEAD)
+        assert (status, result["status"]) == (200, "sold"), result
     finally:
         server.remove()

@@ -486,7 +486,7 @@ async def test_refilled_counts_wait_for_every_worker_to_reopen_its_offers(open_s
     now = time.time()
     in_flight = await other.reserve("c1", 100, now, sale_id())
     assert in_flight is not None
-    await other.refresh()
+    await asyncio.gather(other.refresh(), refiller.refresh())  # both have seen the counts
     open_store.servers.flush()  # type: ignore[attr-defined]
     first = await refiller.reserve("c1", 100, now)  # refills, then waits while the other's refresh reopens its offer
     assert first is not None

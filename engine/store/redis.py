@@ -99,7 +99,9 @@ RESERVED, COUNTS_LOST, SETTLING = 1, -1, -2
 
 SETTLE_REFRESHES = 3
 """How many refresh periods reservations of refilled counts wait, so that every worker's
-refresh sees the refill and opens its lost reservations again before new ones are counted."""
+refresh sees the refill and opens its lost reservations again before new ones are counted.
+Only a worker that saw the counts before refills with a wait: one that never did cannot tell
+a loss from a new deployment, whose first refill has nothing in flight to wait for."""
 
 LAST_BIDS = "pp:bids"
 BENCHED_UNTIL = "pp:{bench}:until"
@@ -546,7 +548,8 @@ class RedisStore(Store):
                 del self._open[token]  # a day's counts are past: nothing left to reopen
         name = secrets.token_hex(6)
         settle_ms = _ms(SETTLE_REFRESHES * self.refresh_s)
-        states = await self._run(*(REFILL.call(_cap_keys(c, hour, day), hold_ms, settle_ms, hour, day, name,
+        states = await self._run(*(REFILL.call(_cap_keys(c, hour, day), hold_ms,
+                                               settle_ms if c in self._refilled_by else 0, hour, day, name,
                                                *_sales_args(sold.get(c, NOTHING_SOLD)), *open_now.get(c, ()))
                                    for c in campaign_ids))
         if self._current(hour, day):
