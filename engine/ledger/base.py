@@ -63,14 +63,23 @@ class SoldLead(NamedTuple):
 
 
 class SoldCount(NamedTuple):
-    """A campaign's live sales in the store's cap units: leads this hour, leads today and
-    the buyers' prices today (the daily budget counts the buyer's price), and today's sales
-    one by one, so that a refill can leave out the ones the store still counts itself."""
+    """A campaign's live sales today, one by one, so that a refill can leave out the ones
+    the store still counts itself; and their sums in the store's cap units: leads this hour,
+    leads today and the buyers' prices today (the daily budget counts the buyer's price)."""
 
-    hourly: int
-    daily: int
-    cents_today: int
     sales: tuple[SoldLead, ...] = ()
+
+    @property
+    def hourly(self) -> int:
+        return sum(lead.this_hour for lead in self.sales)
+
+    @property
+    def daily(self) -> int:
+        return len(self.sales)
+
+    @property
+    def cents_today(self) -> int:
+        return sum(lead.cents for lead in self.sales)
 
 
 class Ledger(ABC):
@@ -293,6 +302,4 @@ def tally_sales(rows: Iterable[Row], since_hour: float, since_day: float,
             continue
         sales.setdefault(sale.campaign_id, []).append(
             SoldLead(sale.ping_id, sale.sold_at >= since_hour, sale.buyer_price_cents))
-    return {campaign_id: SoldCount(sum(lead.this_hour for lead in leads), len(leads),
-                                   sum(lead.cents for lead in leads), tuple(sorted(leads)))
-            for campaign_id, leads in sales.items()}
+    return {campaign_id: SoldCount(tuple(sorted(leads))) for campaign_id, leads in sales.items()}

@@ -47,7 +47,7 @@ Recount = Callable[[float, float], Awaitable[dict[str, SoldCount]]]
 store lost are refilled from; raising means they cannot be known now. One call counts every
 campaign: a loss takes them all, and the day's sales are read through either way."""
 
-NOTHING_SOLD = SoldCount(0, 0, 0)
+NOTHING_SOLD = SoldCount()
 
 RECOUNT_DEADLINE_S = 10.0
 """Backstop for one ``Recount``: a ledger that hangs must not hold the posts waiting on it
