@@ -486,15 +486,13 @@ class Exchange:
     async def _reserve(self, cascade: Cascade, campaign_id: str, cents: int) -> Reservation | None:
         """The campaign's caps take one more lead worth ``cents``, or None at a cap; the
         deferred writes go in the same round trip. ``TimeoutError`` when the post's deadline
-        passes first (a store refilling counts it lost waits for them to settle): the
+        passes first (a store that lost its counts waits for the ledger's recount, and Redis
+        for the refilled counts to settle): the
         reservation is given up, and the deferred writes, which may have run, stay deferred
         (running them again changes nothing)."""
-        async def reserve() -> Reservation | None:
-            async with asyncio.timeout(max(cascade.deadline - time.perf_counter(), 0)):
-                return await self.store.reserve(campaign_id, cents, self.clock(), cascade.record.ping_id)
-
+        reserving = self.store.reserve(campaign_id, cents, self.clock(), cascade.record.ping_id)
         reservation: Reservation | None
-        reservation, *_ = await asyncio.gather(reserve(), *(write() for write in cascade.deferred))
+        reservation, *_ = await asyncio.gather(by(cascade.deadline, reserving), *(write() for write in cascade.deferred))
         cascade.deferred.clear()
         return reservation
 
@@ -603,6 +601,13 @@ class Cascade:
         result.price_cents = money.apply_share(cents, self.seller.share)
         result.lead_id = ids.token()
         result.buyer_lead_id = buyer_lead_id
+
+
+async def by(deadline: float, work: Awaitable[T]) -> T:
+    """``work``, or ``TimeoutError`` once the deadline (``perf_counter`` time) passes: what a
+    post's offer may wait for, which is not a store failure (see ``within``)."""
+    async with asyncio.timeout(max(deadline - time.perf_counter(), 0)):
+        return await work
 
 
 async def within(deadline: float, work: Awaitable[T]) -> T:
