@@ -16,14 +16,18 @@ descriptor), so health checks fail and nothing is logged. Here:
   second it checks that a descriptor can still be opened, and if not closes a tenth of those
   connections. Both are logged as warnings. The same check notices a listening socket the
   event loop closed (uvloop closes it for good on any accept error libuv passes on);
-* ``listen`` accepts connections as ``Connection``s, the TLS handshake bounded like a head.
+* ``listen`` accepts connections as ``Connection``s, the TLS handshake bounded like a head;
+  requests for the app's ``DIRECT`` routes (an exact method and target, no ``Expect``) go
+  straight to their handler, past the router and the middleware (aiohttp's own "low-level
+  server" use of a request handler), every other request through the app as usual.
 
-It relies on these aiohttp internals, all exercised by tests/test_connections.py:
-``RequestHandler._waiter`` (pending while no request is being read or handled),
-``_request_count`` (grows by one per parsed head or refusal), ``_messages``,
-``_lingering_time``, ``_request_factory`` (the app's ``_make_request``, whose ``_cls`` picks the
-request class), ``Request._prepare_hook``, ``handle_error`` and ``Server._kwargs`` (the handler
-arguments of the app and runner).
+It relies on these aiohttp internals, all exercised by tests/test_connections.py and
+tests/test_direct_route.py: ``RequestHandler._waiter`` (pending while no request is being read
+or handled), ``_request_count`` (grows by one per parsed head or refusal), ``_messages``,
+``_lingering_time``, ``_request_handler`` (what each request is handed to: the app's
+``_handle``), ``_request_factory`` (the app's ``_make_request``, whose ``_cls`` picks the request
+class), ``Request._prepare_hook``, ``handle_error`` and ``Server._kwargs`` (the handler arguments
+of the app and runner).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import ssl
 import time
 from functools import partial
 from itertools import islice
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import msgspec
 from aiohttp import hdrs, web
@@ -60,6 +64,11 @@ WARN_EVERY_S = 10.0
 PROBE_EVERY_S = 1.0
 
 _encode = msgspec.json.Encoder().encode
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: (method, request target) -> handler: the app's routes that skip its router and middleware.
+#: The handler answers every outcome itself, errors in their contract shape included.
+DIRECT = web.AppKey("direct routes", dict[tuple[str, str], Handler])
 
 
 class BodyTimeout(TimeoutError):
@@ -180,16 +189,27 @@ class Limits:
 class Connection(RequestHandler):
     """aiohttp's request handler with a deadline for each head and each body."""
 
-    __slots__ = ("_limits", "_head_timer", "_body_timer", "_body")
+    __slots__ = ("_limits", "_head_timer", "_body_timer", "_body", "_direct", "_routed")
 
-    def __init__(self, manager: web.Server, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, limits: Limits, direct: dict[tuple[str, str], Handler],
+                 **kwargs: Any) -> None:
         super().__init__(manager, keepalive_timeout=limits.keepalive_timeout_s,
                          lingering_time=limits.body_timeout_s, **kwargs)
         self._request_factory = partial(manager.request_factory, _cls=_Request)  # type: ignore[call-arg]
+        self._direct = direct
+        self._routed = manager.request_handler
+        if direct:
+            self._request_handler = self._dispatch
         self._limits = limits
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        handler = self._direct.get((request.method, request.raw_path))
+        if handler is None or hdrs.EXPECT in request.headers:  # the app answers ``Expect: 100-continue``
+            return await self._routed(request)
+        return await handler(request)  # type: ignore[arg-type]  # made by ``_request_factory``: a ``_Request``
 
     def between_requests(self) -> bool:
         """No request is being read or handled: the connection is idle or sending a head."""
@@ -317,9 +337,10 @@ async def listen(runner: web.AppRunner, limits: Limits, host: str, port: int, tl
     assert server is not None, "runner.setup() first"
     loop = asyncio.get_running_loop()
     kwargs = server._kwargs  # the app's handler_args and the runner's access-log choice
+    direct = runner.app.get(DIRECT, {})
 
     def protocol() -> Connection:
-        return Connection(server, limits, loop=loop, **kwargs)
+        return Connection(server, limits, direct, loop=loop, **kwargs)
 
     return await loop.create_server(protocol, host, port, ssl=tls, backlog=4096, reuse_port=reuse_port,
                                     ssl_handshake_timeout=limits.header_timeout_s if tls else None)

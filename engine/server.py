@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import math
 import time
+from functools import partial
 from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import msgspec
@@ -23,7 +24,7 @@ from .access import Access, Principal, Role, api_key
 from .auction import Exchange, SellerView, check_same_lead, prepare
 from .buyers import BuyerClient
 from .config import Config, Vertical
-from .connections import BodyTimeout, parser_reason
+from .connections import DIRECT, BodyTimeout, Handler, parser_reason
 from .errors import ApiError, Code, refused
 from .ledger import Ledger, LedgerUnavailable, NullLedger
 from .ledger.returns import APPROVED
@@ -383,17 +384,13 @@ class Gate:
         return address
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def error_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every non-2xx answer is the contract's JSON error, whatever raised it."""
+async def shaped(request: web.Request, handler: Handler, exchange: Exchange) -> web.StreamResponse:
+    """Every non-2xx answer is the contract's JSON error, whatever raised it: for routed
+    requests through ``error_shape``, for the direct routes (``DIRECT``) called as they are."""
     try:
         return await handler(request)
     except ApiError as exc:
-        metrics = request.app[EXCHANGE].metrics
-        metrics.rejected_requests.labels(exc.code).inc()
+        exchange.metrics.rejected_requests.labels(exc.code).inc()
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         return error_response(ApiError(Code.PAYLOAD_TOO_LARGE, f"the body is over {MAX_BODY} bytes"))
@@ -408,12 +405,11 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
     except LedgerUnavailable as exc:
         log.warning("ledger unavailable", extra={"event": {"event": "ledger_unavailable", "path": request.path,
                                                            "error": str(exc)}})
-        request.app[EXCHANGE].metrics.rejected_requests.labels(Code.LEDGER_UNAVAILABLE).inc()
+        exchange.metrics.rejected_requests.labels(Code.LEDGER_UNAVAILABLE).inc()
         return error_response(ApiError(Code.LEDGER_UNAVAILABLE))
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode: bad chunks, gzip that is not
         return error_response(ApiError(Code.MALFORMED_REQUEST, f"the body cannot be read: {parser_reason(exc)}"))
     except BodyTimeout:
-        exchange = request.app[EXCHANGE]
         error = ApiError(Code.REQUEST_TIMEOUT,
                          f"the body did not arrive within {exchange.config.exchange.body_timeout_s:g} s of its head")
         exchange.metrics.rejected_requests.labels(error.code).inc()
@@ -425,6 +421,11 @@ async def error_shape(request: web.Request, handler: Handler) -> web.StreamRespo
         else:
             log.exception("unhandled", extra={"event": {"event": "unhandled", "path": request.path}})
         return error_response(ApiError(Code.INTERNAL_ERROR))
+
+
+@web.middleware
+async def error_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return await shaped(request, handler, request.app[EXCHANGE])
 
 
 class Routes:
@@ -631,6 +632,11 @@ def make_app(config: Config, store: Store, ca_file: str | None = None, clock: Cl
     app[EXCHANGE] = exchange
     routes = app[ROUTES] = Routes(exchange)
     app.router.add_post("/v1/ping", routes.ping)
+    # The seller's ping, nearly all of the traffic, also skips the router and the middleware
+    # on a ``connections.listen`` connection: the same handler, shaped the same way.
+    direct: dict[tuple[str, str], Handler] = {("POST", "/v1/ping"): partial(shaped, handler=routes.ping,
+                                                                            exchange=exchange)}
+    app[DIRECT] = direct
     app.router.add_post("/v1/post", routes.post)
     app.router.add_post("/v1/leads", routes.direct)
     app.router.add_get("/v1/pings/{ping_id}", routes.trace)

@@ -1,9 +1,12 @@
 """The real exchange app on a free port: ``exchange(config)`` starts one with that config
-and calls it as a seller would; ``base_config`` is the config most tests start from.
+and calls it as a seller would; ``base_config`` is the config most tests start from. It is
+served as ``pingpost serve`` serves it (``connections.listen``: seller connections with their
+deadlines, the ping's direct route).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ from aiohttp import web
 
 from pingpost import ledger as books
 from pingpost.config import Config, from_dict
+from pingpost.connections import Limits, listen
 from pingpost.server import EXCHANGE, make_app
 from pingpost.store.base import Clock, Store
 from pingpost.store.memory import MemoryStore
@@ -65,6 +69,7 @@ class RunningExchange:
         self.url = ""
         self.session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def engine(self) -> Any:
@@ -78,15 +83,18 @@ class RunningExchange:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        engine = self.app[EXCHANGE]
+        self._listener = await listen(self._runner, Limits(engine.config.exchange, 10_000, engine.metrics),
+                                      "127.0.0.1", 0, None, False)
+        port = self._listener.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
