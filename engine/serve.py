@@ -208,7 +208,6 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     # Like SIGTERM's, before the announcement: a SIGHUP sent on it must reload, not kill.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     tune_garbage_collector()
-    logs.flush()  # whoever reads the announcement finds every line logged before it
     print(f"listening on {scheme}://{args.host}:{port}", flush=True)
     await stop.wait()
     drain(app)
