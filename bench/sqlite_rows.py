@@ -8,10 +8,10 @@ connection settings (``writer.connect``: WAL, ``synchronous=FULL``), then insert
 5-http ping's record (``codec.ping_entry``: five outcomes, five ranked bids), K rows per
 ``BEGIN IMMEDIATE ... COMMIT``, and takes the process CPU time per row (the kernel's fsync
 work included, and the record's encoding into its row, as the books do it). Two kinds of
-``ping_id`` are tried, alternated: ``random`` as the exchange makes them (``ids.token``: 24
-random hex digits, so each row lands at a random place of the primary key's index) and
-``ordered``, the same digits behind a millisecond time prefix, so new rows land at the index's
-end. Printed: median and range per kind and K.
+``ping_id`` are tried, alternated: ``ordered`` as the exchange makes them (``ids.ordered``: the
+epoch milliseconds, then 24 random hex digits, so new rows land at the end of the primary key's
+index) and ``random``, the 24 random digits alone (``ids.token``, as ping ids were made before),
+so each row lands at a random place of it. Printed: median and range per kind and K.
 """
 
 from __future__ import annotations
@@ -49,8 +49,7 @@ def record(ping_id: str, now: float) -> PingRecord:
 
 
 def ping_id(kind: str) -> str:
-    token = ids.token()
-    return token if kind == "random" else f"{int(time.time() * 1000):012x}{token}"
+    return ids.token() if kind == "random" else ids.ordered()
 
 
 def cpu_per_row(kind: str, rows: int, per_commit: int, directory: str) -> float:

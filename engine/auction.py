@@ -124,7 +124,7 @@ class Auction:
         self.started = time.perf_counter()
         self.deadline = self.started + budget_ms / 1000
         self.now = now
-        self.ping_id = ids.token()
+        self.ping_id = ids.ordered()
         self.outcomes: dict[int, CampaignOutcome] = {}
         self.not_pinged: dict[str, int] | None = None
         self.bids: list[Bid] = []
@@ -599,7 +599,7 @@ class Cascade:
         result = self.result
         result.status = "sold"
         result.price_cents = money.apply_share(cents, self.seller.share)
-        result.lead_id = ids.token()
+        result.lead_id = ids.ordered()
         result.buyer_lead_id = buyer_lead_id
 
 
