@@ -1,5 +1,5 @@
-"""Random ids (a ping's, a sold lead's, a return's): 12 bytes of the OS's CSPRNG as 24 hex digits,
-behind the time for the ids of rows every ping or sale adds.
+"""Random ids (a ping's, a sold lead's, a return's): 12 bytes of the OS's CSPRNG as 24 hex digits;
+a ping's and a sold lead's behind the time they were made (``ordered``).
 
 Every ping takes one, and ``os.urandom`` is a ``getrandom`` system call per call (1.8% of a
 5-http ping's native profile). The bytes are drawn a few kilobytes at a time instead and each
