@@ -21,19 +21,19 @@ from pingpost.server import EXCHANGE, MAX_BODY, make_app
 from pingpost.store.memory import MemoryStore
 from tests.support.buyers import BuyerServer, bid
 from tests.support.exchange import PING, SELLER_KEY, base_config
-from tests.test_connections import Answer, connect, read_answer
+from tests.test_connections import Answer, read_answer
 
 #: Fields of a ping's answer that differ between any two pings.
 _PER_PING = ("ping_id", "expires_at", "auction_ms")
 
 
 def request(body: bytes, *, target: str = "/v1/ping", method: str = "POST", key: str | None = SELLER_KEY,
-            content_type: str = "application/json", extra: str = "", length: int | None = None) -> bytes:
+            content_type: str = "application/json", extra: str = "") -> bytes:
     head = f"{method} {target} HTTP/1.1\r\nHost: exchange\r\n"
     if key is not None:
         head += f"Authorization: Bearer {key}\r\n"
     head += f"Content-Type: {content_type}\r\n{extra}"
-    head += f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
@@ -115,7 +115,7 @@ def comparable(answer: Answer) -> tuple[int, dict[str, str], Any]:
 
 async def once(port: int, raw: bytes) -> Answer:
     """One request on a new connection; the answer after any interim ``100 Continue``."""
-    reader, writer = await connect(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(raw)
         async with asyncio.timeout(10):
@@ -145,4 +145,3 @@ async def test_a_direct_ping_is_a_real_auction(served: Served) -> None:
     assert len({a.json()["ping_id"] for a in answers}) == 5
     assert served.routed == 0
     assert served.runner.app[EXCHANGE].metrics.render().count(b'pingpost_pings_total{status="bid"} 5.0') == 1
-
